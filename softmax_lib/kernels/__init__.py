@@ -1,0 +1,41 @@
+"""Triton GPU kernels: a fused softmax (Chapters 8 and 9) and FlashAttention (Chapter 10).
+
+On a machine with a CUDA GPU the kernels are compiled for it.  On a machine without
+one they run on CPU tensors through Triton's interpreter: importing this package
+sets ``TRITON_INTERPRET=1`` before any kernel is defined, so there is nothing for
+the user to set.  (Triton reads the variable when a kernel is decorated, so this
+works even when triton itself was imported earlier.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+
+def _gpu_available() -> bool:
+    try:
+        import torch
+    except ImportError as err:  # pragma: no cover - torch is required for kernels
+        raise ImportError("softmax_lib.kernels needs torch and triton: pip install 'softmax_lib[gpu]'") from err
+    return torch.cuda.is_available()
+
+
+#: True when the kernels run through Triton's CPU interpreter (no GPU here).
+INTERPRETED = not _gpu_available()
+if INTERPRETED:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+_EXPORTS = {
+    "softmax": ".fused_softmax",
+    "flash_attention": ".flash",
+}
+
+__all__ = ["INTERPRETED", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name], __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

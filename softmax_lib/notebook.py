@@ -1,0 +1,71 @@
+"""What every chapter notebook does at the top, and the bridge to MyST-NB's ``glue``.
+
+``setup(seed)`` applies the book's figure style and NumPy print options and returns
+a seeded ``numpy.random.Generator`` (torch is seeded too when it is installed).
+``glue(name, value)`` hands a computed number to the prose (``{glue:text}`name```)
+when MyST-NB is installed (the book build); elsewhere (Colab) it does nothing, so
+the same notebook runs everywhere.  ``table`` shows a list of rows as a Markdown
+table, which the website renders as a real table.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from .plotting import use_book_style
+
+__all__ = ["setup", "glue", "table", "in_colab"]
+
+
+def in_colab() -> bool:
+    """True when running inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def setup(seed: int = 0) -> np.random.Generator:
+    """Style, print options and seeds for a chapter notebook; returns a Generator."""
+    use_book_style()
+    np.set_printoptions(precision=4, suppress=False, linewidth=88)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            torch = None
+    if torch is not None:
+        torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """Make ``value`` available to the prose as ``{glue:text}`name```; returns it.
+
+    Uses ``myst_nb.glue`` when MyST-NB is importable, and is a no-op otherwise.
+    NumPy scalars are turned into Python numbers first, so the glued text is
+    ``0.0025`` rather than ``np.float64(0.0025)``.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value
+
+
+def table(rows: Sequence[Sequence[Any]], columns: Sequence[str], *, floatfmt: str = "{:.6g}") -> None:
+    """Display rows as a Markdown table (floats formatted with ``floatfmt``)."""
+    from IPython.display import Markdown, display
+
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return floatfmt.format(float(v))
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] * len(columns)) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    display(Markdown("\n".join(lines)))

@@ -1,0 +1,116 @@
+"""The book's figure style and the plot helpers more than one chapter uses.
+
+Call :func:`use_book_style` once at the top of a notebook (``softmax_lib.notebook.setup``
+does it); every figure in the book then shares one palette, one font size and one
+look.  Helpers for the probability simplex (Chapters 1, 4 and 7) live here too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "PALETTE",
+    "use_book_style",
+    "simplex_to_xy",
+    "simplex_grid",
+    "draw_simplex",
+    "label_bars",
+]
+
+#: A colour-blind-safe palette (Okabe and Ito, 2008), in the order the book uses it.
+PALETTE = (
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+
+
+def use_book_style() -> None:
+    """Set matplotlib's rcParams to the book's style (idempotent)."""
+    import matplotlib as mpl
+    from cycler import cycler
+
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 3.8),
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "figure.constrained_layout.use": True,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "axes.prop_cycle": cycler(color=PALETTE),
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "grid.linewidth": 0.6,
+            "lines.linewidth": 1.8,
+            "legend.frameon": False,
+            "image.cmap": "viridis",
+            "animation.html": "jshtml",
+            "animation.embed_limit": 30.0,
+        }
+    )
+
+
+# Corners of the K = 3 simplex drawn as an equilateral triangle: e1 bottom left,
+# e2 bottom right, e3 on top.
+_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3.0) / 2.0]])
+
+
+def simplex_to_xy(p) -> np.ndarray:
+    """Barycentric coordinates ``(..., 3)`` on the simplex to 2-D points ``(..., 2)``."""
+    p = np.asarray(p, dtype=float)
+    if p.shape[-1] != 3:
+        raise ValueError(f"p must have a last axis of length 3, got shape {p.shape}")
+    return p @ _CORNERS
+
+
+def simplex_grid(n: int = 60, *, interior: bool = True) -> np.ndarray:
+    """Points of a triangular grid on the K = 3 simplex, shape ``(m, 3)``.
+
+    With ``interior=True`` the boundary is left out (softmax never reaches it).
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    k = n - i - j
+    keep = k >= (1 if interior else 0)
+    if interior:
+        keep &= (i >= 1) & (j >= 1)
+    return np.stack([i[keep], j[keep], k[keep]], axis=-1) / n
+
+
+def draw_simplex(ax, labels=("$p_1$", "$p_2$", "$p_3$"), *, boundary_color="0.3") -> None:
+    """Draw the triangle, label its corners and switch the axes frame off."""
+    tri = np.vstack([_CORNERS, _CORNERS[:1]])
+    ax.plot(tri[:, 0], tri[:, 1], color=boundary_color, lw=1.0)
+    offsets = [(-0.04, -0.05), (0.04, -0.05), (0.0, 0.04)]
+    for corner, label, (dx, dy) in zip(_CORNERS, labels, offsets):
+        ax.text(corner[0] + dx, corner[1] + dy, label, ha="center", va="center")
+    ax.set_aspect("equal")
+    ax.set_xlim(-0.1, 1.1)
+    ax.set_ylim(-0.1, 0.96)
+    ax.axis("off")
+
+
+def label_bars(ax, bars, fmt: str = "{:.4f}") -> None:
+    """Write each bar's height above it."""
+    for bar in bars:
+        height = bar.get_height()
+        ax.annotate(
+            fmt.format(height),
+            (bar.get_x() + bar.get_width() / 2, height),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
