@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 JB := $(VENV)/bin/jupyter-book
 STAMP := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
-MATHJAX := _static/mathjax/tex-chtml.js
+MATHJAX := _vendor/mathjax/tex-chtml.js
 JOBS ?= 2
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
@@ -32,9 +32,9 @@ $(STAMP): requirements.txt pyproject.toml
 # MathJax is served by the site itself (no CDN): fetched from the npm registry at a
 # pinned version when the book is built.
 $(MATHJAX):
-	rm -rf _build/mathjax && mkdir -p _build/mathjax _static
+	rm -rf _build/mathjax && mkdir -p _build/mathjax _vendor
 	cd _build/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
-	rm -rf _static/mathjax && cp -r _build/mathjax/package/es5 _static/mathjax
+	rm -rf _vendor/mathjax && cp -r _build/mathjax/package/es5 _vendor/mathjax
 	rm -rf _build/mathjax
 
 setup: $(STAMP) $(MATHJAX)

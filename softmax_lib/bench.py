@@ -1,0 +1,358 @@
+"""GPU benchmark harness: time kernels properly and store the results with provenance.
+
+``make bench-gpu`` runs ``python -m softmax_lib.bench --out chapters/results`` on a
+machine with a CUDA GPU.  Every result is a ratio measured in one run: a kernel's
+effective bandwidth (the fewest bytes it must move, over its time) divided by the
+device-to-device copy bandwidth measured in the same process, on the same card.
+The notebooks of Chapters 8 to 10 plot the stored JSON files; on a machine with a
+GPU they can measure again with the same functions.
+
+Shared primitives (FlashAttention's harness, ``softmax_lib.bench_attention``, uses
+them too): :func:`provenance`, :func:`time_ms`, :func:`copy_bandwidth_gbs`,
+:func:`write_results`, :func:`load_results`.
+
+Command line::
+
+    python -m softmax_lib.bench --out DIR [--only softmax|attention] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import math
+import pathlib
+import platform
+import socket
+import statistics
+import sys
+from typing import Any, Callable
+
+__all__ = [
+    "provenance",
+    "time_ms",
+    "copy_bandwidth_gbs",
+    "write_results",
+    "load_results",
+    "results_dir",
+    "softmax_bytes",
+    "bench_softmax",
+    "main",
+]
+
+#: Where a checkout keeps the stored results (``chapters/results``).
+_CHECKOUT_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "chapters" / "results"
+
+
+# --------------------------------------------------------------------------------------
+# Provenance and storage
+# --------------------------------------------------------------------------------------
+
+
+def provenance() -> dict[str, Any]:
+    """Where and with what a measurement was taken.
+
+    Keys: ``gpu``, ``sm_count``, ``gpu_memory_gib``, ``driver``, ``cuda``, ``torch``,
+    ``triton``, ``python``, ``platform``, ``hostname``, ``date_utc`` (ISO 8601).
+    Fields that cannot be read here (no GPU, no triton) are ``None``.
+    """
+    info: dict[str, Any] = {
+        "gpu": None,
+        "sm_count": None,
+        "gpu_memory_gib": None,
+        "driver": None,
+        "cuda": None,
+        "torch": None,
+        "triton": None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["torch"] = torch.__version__
+    info["cuda"] = torch.version.cuda
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = props.name
+        info["sm_count"] = props.multi_processor_count
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["driver"] = _driver_version()
+    return info
+
+
+def _driver_version() -> str | None:
+    try:
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - provenance is best effort
+        pass
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        )
+        return out.stdout.strip().splitlines()[0]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def write_results(name: str, payload: dict[str, Any], out_dir) -> pathlib.Path:
+    """Write ``payload`` plus ``provenance()`` to ``<out_dir>/<name>.json``; returns the path.
+
+    A ``provenance`` key already in ``payload`` is kept (so results measured earlier
+    can be re-written without losing where they came from).
+    """
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"name must be a plain file stem, got {name!r}")
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = dict(payload)
+    record.setdefault("provenance", provenance())
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def results_dir() -> pathlib.Path | None:
+    """The folder holding the stored results: the checkout's, else the installed package's."""
+    if _CHECKOUT_RESULTS.is_dir():
+        return _CHECKOUT_RESULTS
+    try:
+        from importlib.resources import files
+
+        return pathlib.Path(str(files("softmax_lib.results")))
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+
+
+def load_results(name: str, results: pathlib.Path | str | None = None) -> dict[str, Any]:
+    """Read the stored results ``<name>.json``.
+
+    Looks in ``results`` if given, else in ``chapters/results`` of a checkout, else in
+    the ``softmax_lib.results`` package data (a pip install, e.g. on Colab).
+    Raises ``FileNotFoundError`` when nothing is stored under that name.
+    """
+    if results is not None:
+        path = pathlib.Path(results) / f"{name}.json"
+        return json.loads(path.read_text())
+    if _CHECKOUT_RESULTS.is_dir():
+        path = _CHECKOUT_RESULTS / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    try:
+        from importlib.resources import files
+
+        resource = files("softmax_lib.results").joinpath(f"{name}.json")
+        return json.loads(resource.read_text())
+    except (ImportError, ModuleNotFoundError, FileNotFoundError, TypeError) as err:
+        raise FileNotFoundError(f"no stored results named {name!r}") from err
+
+
+# --------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------
+
+_L2_FLUSH_BYTES = 256 * 2**20  # several times the H200's 60 MB L2
+_flush_buffer = None
+
+
+def _flush_l2():
+    global _flush_buffer
+    import torch
+
+    if _flush_buffer is None:
+        _flush_buffer = torch.empty(_L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    _flush_buffer.zero_()
+
+
+def time_ms(fn: Callable[[], Any], *, warmup: int = 5, rep: int = 30, flush_l2: bool = True) -> float:
+    """Median time of ``fn()`` on the GPU in milliseconds, from CUDA events.
+
+    ``warmup`` untimed calls first (compilation, autotuning, allocator), then ``rep``
+    timed calls, each between its own pair of events.  With ``flush_l2`` a 256 MiB
+    buffer is overwritten before every timed call, outside the timed region, so the
+    L2 cache never holds a kernel's inputs from the previous repetition.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("time_ms measures on a CUDA GPU; none is available here")
+    for _ in range(max(0, int(warmup))):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    for start, end in zip(starts, ends):
+        if flush_l2:
+            _flush_l2()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def copy_bandwidth_gbs(nbytes: int = 2**31, dtype=None) -> float:
+    """Device-to-device copy bandwidth in GB/s (1e9 bytes/s), bytes read plus written.
+
+    Copies a tensor of ``nbytes`` bytes (default 2 GiB, far beyond L2) into another
+    with ``Tensor.copy_``; this is the practical ceiling every memory-bound kernel
+    in Part V is compared against.
+    """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    n = max(1, int(nbytes) // itemsize)
+    src = torch.randn(n, device="cuda").to(dtype)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), warmup=5, rep=30)
+    del src, dst
+    return 2 * n * itemsize / (ms * 1e-3) / 1e9
+
+
+# --------------------------------------------------------------------------------------
+# Softmax benchmarks (Chapters 8 and 9)
+# --------------------------------------------------------------------------------------
+
+#: Row lengths measured: powers of two from 256 to 2**20 plus a few irregular ones.
+SOFTMAX_NS = [2**k for k in range(8, 21)] + [781, 3000, 12345, 100_000]
+#: Elements per tensor (2**28: 1 GiB in float32), so every row length fills the GPU.
+SOFTMAX_ELEMENTS = 2**28
+
+
+def softmax_bytes(m: int, n: int, itemsize: int, *, backward: bool = False) -> int:
+    """The fewest bytes softmax must move: forward reads x, writes y (2 MN);
+    backward reads y and dy, writes dx (3 MN)."""
+    return (3 if backward else 2) * m * n * itemsize
+
+
+def _torch_softmax_backward(y, dy):
+    import torch
+
+    return torch._softmax_backward_data(dy, y, -1, y.dtype)
+
+
+def _reference_backward(y, dy):
+    return y * (dy - (y * dy).sum(-1, keepdim=True))
+
+
+def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=("float32", "bfloat16"),
+                  with_compile: bool = True, rep: int = 20) -> dict[str, Any]:
+    """Forward and backward softmax against torch.softmax, torch.compile and the copy.
+
+    Writes ``softmax_forward.json`` and ``softmax_backward.json`` into ``out_dir``; each
+    holds, per dtype, a list of rows ``{n, m, ms, gbs, fraction_of_copy}`` per
+    implementation (``triton``, ``torch``, ``torch_compile``) and the copy bandwidth.
+    """
+    import torch
+
+    from .kernels import fused_softmax as fs
+
+    ns = SOFTMAX_NS if ns is None else list(ns)
+    copy = {}
+    results = {"forward": {}, "backward": {}}
+    for dtype_name in dtypes:
+        dtype = getattr(torch, dtype_name)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        copy[dtype_name] = copy_bandwidth_gbs(2 * elements * 4 if itemsize == 4 else elements * 4, dtype)
+        print(f"copy bandwidth {dtype_name}: {copy[dtype_name]:.0f} GB/s", flush=True)
+        fwd_rows, bwd_rows = [], []
+        for n in ns:
+            m = max(1, elements // n)
+            x = torch.randn(m, n, device="cuda", dtype=torch.float32).mul_(3.0).to(dtype)
+            dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
+            y_ref = torch.softmax(x.float(), -1)
+            y = fs.softmax_forward(x)
+            err = ((y.float() - y_ref).norm() / y_ref.norm()).item()
+            dx = fs.softmax_backward(y, dy)
+            dx_ref = _reference_backward(y.float(), dy.float())
+            err_b = ((dx.float() - dx_ref).norm() / dx_ref.norm()).item()
+            del y_ref, dx_ref, dx
+            impls_f = {"triton": lambda: fs.softmax_forward(x), "torch": lambda: torch.softmax(x, -1)}
+            impls_b = {"triton": lambda: fs.softmax_backward(y, dy),
+                       "torch": lambda: _torch_softmax_backward(y, dy)}
+            if with_compile:
+                cf = torch.compile(lambda t: torch.softmax(t, -1), dynamic=False)
+                cb = torch.compile(_reference_backward, dynamic=False)
+                impls_f["torch_compile"] = lambda: cf(x)
+                impls_b["torch_compile"] = lambda: cb(y, dy)
+            for impls, rows, backward, rel in ((impls_f, fwd_rows, False, err), (impls_b, bwd_rows, True, err_b)):
+                nbytes = softmax_bytes(m, n, itemsize, backward=backward)
+                row = {"n": n, "m": m, "relative_error": rel}
+                for name, fn in impls.items():
+                    try:
+                        ms = time_ms(fn, warmup=3, rep=rep)
+                    except Exception as exc:  # noqa: BLE001 - record, do not abort the sweep
+                        print(f"  {name} n={n}: failed: {exc!s:.200}", flush=True)
+                        row[name] = None
+                        continue
+                    gbs = nbytes / (ms * 1e-3) / 1e9
+                    row[name] = {"ms": ms, "gbs": gbs, "fraction_of_copy": gbs / copy[dtype_name]}
+                rows.append(row)
+                frac = {k: (v["fraction_of_copy"] if isinstance(v, dict) else None)
+                        for k, v in row.items() if k in impls}
+                print(f"{'bwd' if backward else 'fwd'} {dtype_name:8s} n={n:8d} m={m:8d} "
+                      + " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=--" for k, v in frac.items())
+                      + f" err={rel:.1e}", flush=True)
+            del x, dy, y
+            torch.cuda.empty_cache()
+        results["forward"][dtype_name] = fwd_rows
+        results["backward"][dtype_name] = bwd_rows
+    common = {"elements": elements, "copy_gbs": copy,
+              "bytes_counted": "forward 2*M*N*itemsize, backward 3*M*N*itemsize",
+              "timing": f"median of {rep} CUDA-event timings, L2 flushed before each"}
+    for direction in ("forward", "backward"):
+        write_results(f"softmax_{direction}", {"kind": f"softmax_{direction}", **common,
+                                                 "results": results[direction]}, out_dir)
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m softmax_lib.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(_CHECKOUT_RESULTS), help="folder for the JSON results")
+    parser.add_argument("--only", choices=("softmax", "attention"), default=None)
+    parser.add_argument("--quick", action="store_true", help="fewer sizes, no torch.compile (a smoke run)")
+    args = parser.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA GPU here: benchmarks are measured on a GPU (see chapters/results)", file=sys.stderr)
+        return 1
+    print(json.dumps(provenance()), flush=True)
+    if args.only in (None, "softmax"):
+        if args.quick:
+            bench_softmax(args.out, ns=[256, 1024, 4096, 16384, 65536, 2**18, 2**20], with_compile=False, rep=10)
+        else:
+            bench_softmax(args.out)
+    if args.only in (None, "attention"):
+        try:
+            attention = importlib.import_module("softmax_lib.bench_attention")
+        except ModuleNotFoundError:
+            print("softmax_lib.bench_attention is not there: attention benchmarks skipped", flush=True)
+        else:
+            attention.run(args.out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

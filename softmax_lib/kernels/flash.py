@@ -1,0 +1,516 @@
+"""FlashAttention in Triton: a tiled forward and a recomputing backward (Chapter 10).
+
+Standard attention writes the ``L x L`` score matrix to memory, reads it back for the
+softmax, writes the probabilities and reads them again for the product with ``V``.
+FlashAttention never forms that matrix: each program owns a block of queries, streams
+the keys and values through on-chip memory block by block, and merges the blocks
+with the online softmax of Chapter 9 (a running maximum ``m``, a running normaliser
+``l`` and an output accumulator rescaled by ``exp(m_old - m_new)`` whenever the
+maximum grows).  The forward saves only the output and one number per query row,
+the log-sum-exp of its scores; the backward recomputes every probability from it.
+
+Layout of every tensor: ``(B, H, L, d)`` (batch, heads, sequence, head dimension),
+made contiguous and viewed as ``B * H`` independent ``(L, d)`` problems.
+
+Kernels
+-------
+``_attn_fwd``      grid (cdiv(L, BLOCK_M), B*H): O and LSE for one block of queries.
+``_attn_bwd_delta`` grid (cdiv(L, BLOCK_M), B*H): delta_i = sum_d dO_id * O_id.
+``_attn_bwd_dkdv`` grid (cdiv(L, BLOCK_N1), B*H): dK and dV for one block of keys,
+                   streaming over the query blocks that see it.
+``_attn_bwd_dq``   grid (cdiv(L, BLOCK_M2), B*H): dQ for one block of queries,
+                   streaming over the key blocks it sees.
+
+Inside the kernels the scores are kept in base 2: ``log2(e)`` is folded into the
+scale once, so every exponential is a native ``exp2`` and the saved log-sum-exp is
+``log2`` of the normaliser.  Causal attention skips the blocks above the diagonal
+entirely and masks only the blocks on it (a separate loop stage).
+
+References: Dao et al. (2022), FlashAttention; Dao (2023), FlashAttention-2;
+Milakov and Gimelshein (2018), online normaliser calculation.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import triton
+import triton.language as tl
+
+from . import INTERPRETED
+
+__all__ = ["flash_attention", "flash_attention_forward", "causal_block_counts", "LOG2E"]
+
+#: log2(e): multiplies natural-log scores into base 2 (``exp(x) = exp2(x * LOG2E)``).
+LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+
+# ---------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------
+@triton.jit
+def _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, lo, hi,
+               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr):
+    """Fold key blocks [lo, hi) into (acc, l_i, m_i).
+
+    MODE 0: every key in range is valid and visible (no mask at all);
+    MODE 1: keys >= L are padding (the last, partial block of non-causal attention);
+    MODE 2: the diagonal blocks of causal attention (key j visible iff j <= query i).
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        cols = start_n + offs_n                                     # (BLOCK_N,)
+        kv_offs = cols[:, None] * HEAD_DIM + offs_d[None, :]        # (BLOCK_N, d)
+        if MODE == 0:
+            k = tl.load(K + kv_offs)
+            v = tl.load(V + kv_offs)
+        else:
+            k = tl.load(K + kv_offs, mask=cols[:, None] < L, other=0.0)
+            v = tl.load(V + kv_offs, mask=cols[:, None] < L, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale                       # (BLOCK_M, BLOCK_N), base 2
+        if MODE == 1:
+            s = tl.where(cols[None, :] < L, s, float("-inf"))
+        if MODE == 2:
+            s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))                      # running maximum
+        p = tl.math.exp2(s - m_new[:, None])                        # unnormalised probabilities
+        alpha = tl.math.exp2(m_i - m_new)                           # rescales the old state
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)                         # (BLOCK_M, d)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, O, LSE, L, qk_scale,
+              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              CAUSAL: tl.constexpr):
+    start_m = tl.program_id(0)
+    off_bh = tl.program_id(1).to(tl.int64)
+    base = off_bh * L * HEAD_DIM                                     # start of this (L, d) problem
+    Q += base
+    K += base
+    V += base
+    O += base
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m[:, None] < L
+    q = tl.load(Q + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=row_ok, other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if CAUSAL:
+        # Blocks left of the diagonal: every key visible, no mask.  Blocks right of
+        # it are never visited (that is the saving).  The diagonal gets the mask.
+        diag = start_m * BLOCK_M
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, 0, diag,
+                                   HEAD_DIM, BLOCK_N, 0)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, diag,
+                                   tl.minimum(diag + BLOCK_M, L), HEAD_DIM, BLOCK_N, 2)
+    else:
+        full = (L // BLOCK_N) * BLOCK_N
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, 0, full,
+                                   HEAD_DIM, BLOCK_N, 0)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, full, L,
+                                   HEAD_DIM, BLOCK_N, 1)
+    acc = acc / l_i[:, None]
+    tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty),
+             mask=row_ok)
+    tl.store(LSE + off_bh * L + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < L)
+
+
+# ---------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------
+@triton.jit
+def _attn_bwd_delta(O, DO, Delta, L, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    off_bh = tl.program_id(1).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs = off_bh * L * HEAD_DIM + offs_m[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :]
+    o = tl.load(O + offs, mask=offs_m[:, None] < L, other=0.0).to(tl.float32)
+    do = tl.load(DO + offs, mask=offs_m[:, None] < L, other=0.0).to(tl.float32)
+    tl.store(Delta + off_bh * L + offs_m, tl.sum(o * do, 1), mask=offs_m < L)
+
+
+@triton.jit
+def _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale, lo, hi,
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MODE: tl.constexpr):
+    """Accumulate dK, dV of one key block over query blocks [lo, hi).
+
+    MODE 0: all queries valid and see every key; 1: queries >= L are padding;
+    2: causal diagonal (query i sees key j iff j <= i), padding masked too.
+    """
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_m in range(lo, hi, BLOCK_M):
+        start_m = tl.multiple_of(start_m, BLOCK_M)
+        rows = start_m + offs_m0                                    # (BLOCK_M,)
+        q_offs = rows[:, None] * HEAD_DIM + offs_d[None, :]
+        if MODE == 0:
+            q = tl.load(Q + q_offs)
+            do = tl.load(DO + q_offs)
+            lse = tl.load(LSE + rows)
+            delta = tl.load(Delta + rows)
+        else:
+            q = tl.load(Q + q_offs, mask=rows[:, None] < L, other=0.0)
+            do = tl.load(DO + q_offs, mask=rows[:, None] < L, other=0.0)
+            # lse = +inf makes the recomputed probability of a padding row exactly 0.
+            lse = tl.load(LSE + rows, mask=rows < L, other=float("inf"))
+            delta = tl.load(Delta + rows, mask=rows < L, other=0.0)
+        s_t = tl.dot(k, tl.trans(q)) * qk_scale                     # (BLOCK_N, BLOCK_M) = S^T
+        p_t = tl.math.exp2(s_t - lse[None, :])                      # P^T recomputed from the LSE
+        if MODE == 2:
+            p_t = tl.where(offs_n[:, None] <= rows[None, :], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv)                       # dV += P^T dO
+        dp_t = tl.dot(v, tl.trans(do))                              # (dO V^T)^T
+        ds_t = p_t * (dp_t - delta[None, :])                        # dS = P * (dP - delta)
+        dk = tl.dot(ds_t.to(q.dtype), q, dk)                        # dK += dS^T Q
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, L, qk_scale, sm_scale,
+                   HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
+                   CAUSAL: tl.constexpr):
+    start_n = tl.program_id(0) * BLOCK_N1
+    off_bh = tl.program_id(1).to(tl.int64)
+    base = off_bh * L * HEAD_DIM
+    Q += base
+    K += base
+    V += base
+    DO += base
+    DK += base
+    DV += base
+    LSE += off_bh * L
+    Delta += off_bh * L
+    offs_n = start_n + tl.arange(0, BLOCK_N1)
+    offs_d = tl.arange(0, HEAD_DIM)
+    kv_offs = offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+    col_ok = offs_n[:, None] < L
+    k = tl.load(K + kv_offs, mask=col_ok, other=0.0)
+    v = tl.load(V + kv_offs, mask=col_ok, other=0.0)
+    dk = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
+    if CAUSAL:
+        # Queries above the diagonal never see these keys: start at the key block.
+        diag_end = tl.minimum(start_n + BLOCK_N1, L)
+        dk, dv = _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale,
+                             start_n, diag_end, HEAD_DIM, BLOCK_M1, 2)
+        lo = start_n + BLOCK_N1
+    else:
+        lo = 0
+    full = tl.maximum((L // BLOCK_M1) * BLOCK_M1, lo)
+    dk, dv = _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale,
+                         lo, full, HEAD_DIM, BLOCK_M1, 0)
+    dk, dv = _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale,
+                         full, L, HEAD_DIM, BLOCK_M1, 1)
+    tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=col_ok)
+    tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok)
+
+
+@triton.jit
+def _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, lo, hi,
+              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr):
+    """Accumulate dQ of one query block over key blocks [lo, hi) (MODE as _fwd_stage)."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        cols = start_n + offs_n0
+        kv_offs = cols[:, None] * HEAD_DIM + offs_d[None, :]
+        if MODE == 0:
+            k = tl.load(K + kv_offs)
+            v = tl.load(V + kv_offs)
+        else:
+            k = tl.load(K + kv_offs, mask=cols[:, None] < L, other=0.0)
+            v = tl.load(V + kv_offs, mask=cols[:, None] < L, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale                       # (BLOCK_M, BLOCK_N)
+        p = tl.math.exp2(s - lse[:, None])
+        if MODE == 1:
+            p = tl.where(cols[None, :] < L, p, 0.0)
+        if MODE == 2:
+            p = tl.where(offs_m[:, None] >= cols[None, :], p, 0.0)
+        dp = tl.dot(do, tl.trans(v))                                # dP = dO V^T
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq)                          # dQ += dS K
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, L, qk_scale, sm_scale,
+                 HEAD_DIM: tl.constexpr, BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr,
+                 CAUSAL: tl.constexpr):
+    start_m = tl.program_id(0)
+    off_bh = tl.program_id(1).to(tl.int64)
+    base = off_bh * L * HEAD_DIM
+    K += base
+    V += base
+    offs_m = start_m * BLOCK_M2 + tl.arange(0, BLOCK_M2)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_offs = base + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    row_ok = offs_m[:, None] < L
+    q = tl.load(Q + q_offs, mask=row_ok, other=0.0)
+    do = tl.load(DO + q_offs, mask=row_ok, other=0.0)
+    lse = tl.load(LSE + off_bh * L + offs_m, mask=offs_m < L, other=0.0)
+    delta = tl.load(Delta + off_bh * L + offs_m, mask=offs_m < L, other=0.0)
+    dq = tl.zeros([BLOCK_M2, HEAD_DIM], dtype=tl.float32)
+    if CAUSAL:
+        diag = start_m * BLOCK_M2
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, 0, diag,
+                       HEAD_DIM, BLOCK_N2, 0)
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, diag,
+                       tl.minimum(diag + BLOCK_M2, L), HEAD_DIM, BLOCK_N2, 2)
+    else:
+        full = (L // BLOCK_N2) * BLOCK_N2
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, 0, full,
+                       HEAD_DIM, BLOCK_N2, 0)
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, full, L,
+                       HEAD_DIM, BLOCK_N2, 1)
+    # dS was formed from base-2 scores whose derivative carries the natural scale.
+    tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok)
+
+
+# ---------------------------------------------------------------------------------
+# Block sizes: fixed small ones on the interpreter, autotuned per head dim on a GPU
+# ---------------------------------------------------------------------------------
+# Every config keeps the larger block a multiple of the smaller one, which the causal
+# stages rely on (the diagonal of a query block is a whole number of key blocks).
+_INTERPRETER_FWD = dict(BLOCK_M=32, BLOCK_N=16)
+_INTERPRETER_DKDV = dict(BLOCK_M1=16, BLOCK_N1=32)
+_INTERPRETER_DQ = dict(BLOCK_M2=32, BLOCK_N2=16)
+
+
+def _fwd_configs():
+    return [
+        triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
+        for bm, bn, w, s in [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3),
+                             (128, 64, 4, 4), (128, 128, 8, 4), (64, 64, 4, 3)]
+    ]
+
+
+def _dkdv_configs():
+    return [
+        triton.Config(dict(BLOCK_M1=bm, BLOCK_N1=bn), num_warps=w, num_stages=s)
+        for bm, bn, w, s in [(32, 128, 4, 3), (32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3)]
+    ]
+
+
+def _dq_configs():
+    return [
+        triton.Config(dict(BLOCK_M2=bm, BLOCK_N2=bn), num_warps=w, num_stages=s)
+        for bm, bn, w, s in [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3)]
+    ]
+
+
+def _fwd_prune(configs, named_args, **kwargs):
+    # Blocks larger than the sequence waste work; keep the smallest that cover it.
+    return configs
+
+
+if INTERPRETED:
+    _fwd_kernel, _dkdv_kernel, _dq_kernel = _attn_fwd, _attn_bwd_dkdv, _attn_bwd_dq
+else:  # pragma: no cover - needs a GPU
+    _KEY = ["L", "HEAD_DIM", "CAUSAL"]
+    _fwd_kernel = triton.autotune(_fwd_configs(), key=_KEY)(_attn_fwd)
+    _dkdv_kernel = triton.autotune(_dkdv_configs(), key=_KEY)(_attn_bwd_dkdv)
+    _dq_kernel = triton.autotune(_dq_configs(), key=_KEY)(_attn_bwd_dq)
+
+
+def _launch_fwd(q, k, v, causal, scale):
+    B, H, L, d = q.shape
+    o = torch.empty_like(q)
+    lse = torch.empty((B, H, L), device=q.device, dtype=torch.float32)  # base-2 LSE
+    qk_scale = scale * LOG2E
+    if INTERPRETED:
+        grid = (triton.cdiv(L, _INTERPRETER_FWD["BLOCK_M"]), B * H)
+        _fwd_kernel[grid](q, k, v, o, lse, L, qk_scale, HEAD_DIM=d, CAUSAL=causal,
+                          **_INTERPRETER_FWD)
+    else:  # pragma: no cover
+        grid = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]), B * H)  # noqa: E731
+        _fwd_kernel[grid](q, k, v, o, lse, L, qk_scale, HEAD_DIM=d, CAUSAL=causal)
+    return o, lse
+
+
+def _launch_bwd(do, q, k, v, o, lse, causal, scale):
+    B, H, L, d = q.shape
+    delta = torch.empty_like(lse)
+    _attn_bwd_delta[(triton.cdiv(L, 64), B * H)](o, do, delta, L, HEAD_DIM=d, BLOCK_M=64)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    qk_scale = scale * LOG2E
+    if INTERPRETED:
+        _dkdv_kernel[(triton.cdiv(L, _INTERPRETER_DKDV["BLOCK_N1"]), B * H)](
+            q, k, v, do, dk, dv, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal,
+            **_INTERPRETER_DKDV)
+        _dq_kernel[(triton.cdiv(L, _INTERPRETER_DQ["BLOCK_M2"]), B * H)](
+            q, k, v, do, dq, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal,
+            **_INTERPRETER_DQ)
+    else:  # pragma: no cover
+        _dkdv_kernel[lambda m: (triton.cdiv(L, m["BLOCK_N1"]), B * H)](
+            q, k, v, do, dk, dv, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal)
+        _dq_kernel[lambda m: (triton.cdiv(L, m["BLOCK_M2"]), B * H)](
+            q, k, v, do, dq, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal)
+    return dq, dk, dv
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale):
+        o, lse = _launch_fwd(q, k, v, causal, scale)
+        ctx.save_for_backward(q, k, v, o, lse)   # O(L d) saved, never O(L^2)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _launch_bwd(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale)
+        return dq, dk, dv, None, None
+
+
+# ---------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------
+_GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_inputs(q, k, v, causal, scale):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if q.dim() != 4:
+        raise ValueError(f"q must have shape (B, H, L, d), got {tuple(q.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise ValueError(f"{name} must have the shape of q {tuple(q.shape)}, "
+                             f"got {tuple(t.shape)}")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but q has {q.dtype}")
+    if q.dtype not in _GPU_DTYPES:
+        raise TypeError(f"q must be float16, bfloat16 or float32, got {q.dtype}")
+    d = q.shape[-1]
+    if d < 16 or d > 128 or d & (d - 1):
+        raise ValueError(f"the head dimension (last axis of q) must be a power of two "
+                         f"from 16 to 128, got {d}")
+    if INTERPRETED:
+        if q.device.type != "cpu":
+            raise ValueError(f"q is on {q.device}, but no GPU is usable here")
+        if q.dtype == torch.bfloat16:
+            raise TypeError("bfloat16 needs a GPU: Triton's CPU interpreter cannot compute "
+                            "in bfloat16 (use float32 on the CPU)")
+    elif q.device.type != "cuda":
+        raise ValueError(f"q must be a CUDA tensor on this machine (it has a GPU), "
+                         f"got device {q.device}")
+    if not isinstance(causal, (bool,)) and not (isinstance(causal, numbers.Integral)
+                                                and causal in (0, 1)):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return float(scale)
+
+
+def flash_attention(q, k, v, *, causal=False, scale=None):
+    r"""Scaled dot-product attention by the FlashAttention algorithm (Triton kernels).
+
+    .. math::
+
+        O = \softmax\!\left(s\, Q K^\top + M\right) V, \qquad s = 1/\sqrt{d}
+        \text{ by default},
+
+    where :math:`M_{ij} = -\infty` for :math:`j > i` when ``causal`` and 0 otherwise.
+    The :math:`L \times L` matrix is never stored: the forward streams key/value
+    blocks through on-chip memory with the online softmax and saves only ``O`` and
+    the log-sum-exp of each row; the backward recomputes the probabilities block by
+    block from that log-sum-exp (with ``delta_i = sum_d dO_id O_id``).
+
+    Parameters
+    ----------
+    q, k, v : torch.Tensor
+        One shape ``(B, H, L, d)``, one dtype, one device. ``d`` a power of two from
+        16 to 128; any ``L >= 1`` (not necessarily a multiple of a block size).
+    causal : bool
+        Query ``i`` attends to keys ``j <= i`` (top-left aligned, as
+        ``torch.nn.functional.scaled_dot_product_attention(is_causal=True)``).
+    scale : float, optional
+        Multiplies the scores; default ``1 / sqrt(d)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, H, L, d)``, the dtype of ``q``; differentiable in ``q``, ``k``, ``v``.
+
+    Notes
+    -----
+    On a CUDA GPU the kernels are compiled: float16 and bfloat16 inputs (the fast
+    path), float32 accepted, but its matrix products run on the tensor cores in TF32
+    (about 10 mantissa bits, relative error near 1e-3). All softmax statistics and
+    accumulators are float32 in every case. Without a GPU the same kernels run on CPU
+    tensors through Triton's interpreter (float32, slowly: for small shapes);
+    bfloat16 there raises ``TypeError``. Explained in Chapter 10.
+
+    References
+    ----------
+    T. Dao, D. Y. Fu, S. Ermon, A. Rudra, C. Re, "FlashAttention: fast and
+    memory-efficient exact attention with IO-awareness", NeurIPS 2022.
+    T. Dao, "FlashAttention-2: faster attention with better parallelism and work
+    partitioning", 2023.
+    """
+    scale = _check_inputs(q, k, v, causal, scale)
+    if q.numel() == 0:
+        return q.new_zeros(q.shape) + 0 * (q.sum() + k.sum() + v.sum())
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return _FlashAttention.apply(q, k, v, bool(causal), scale)
+
+
+def flash_attention_forward(q, k, v, *, causal=False, scale=None):
+    """The forward kernel alone: ``(O, lse)`` with ``lse`` the natural log-sum-exp.
+
+    ``lse[b, h, i] = log sum_j exp(scale * q_i . k_j)`` over the keys query ``i``
+    sees, float32, shape ``(B, H, L)``: the one number per row that the backward
+    needs (Chapter 10). No autograd.
+    """
+    scale = _check_inputs(q, k, v, causal, scale)
+    with torch.no_grad():
+        o, lse2 = _launch_fwd(q.contiguous(), k.contiguous(), v.contiguous(), bool(causal), scale)
+    return o, lse2 * _LN2
+
+
+def causal_block_counts(L, block_m, block_n, *, causal=True):
+    """Count the (query block, key block) tiles a forward pass visits.
+
+    Returns a dict with ``total`` (all tiles of the ``L x L`` grid), ``unmasked``
+    (tiles computed without any mask), ``masked`` (tiles on the causal diagonal or at
+    the ragged edge, computed with a mask) and ``skipped`` (tiles never visited).
+    Mirrors the loop bounds of the forward kernel; ``block_m`` must be a multiple of
+    ``block_n`` (as every kernel config is).
+    """
+    for name, val in (("L", L), ("block_m", block_m), ("block_n", block_n)):
+        if isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < 1:
+            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    if block_m % block_n:
+        raise ValueError(f"block_m ({block_m}) must be a multiple of block_n ({block_n})")
+    n_m, n_n = -(-L // block_m), -(-L // block_n)
+    unmasked = masked = 0
+    for start_m in range(n_m):
+        lo = start_m * block_m
+        if causal:
+            unmasked += lo // block_n
+            masked += -(-(min(lo + block_m, L) - lo) // block_n)
+        else:
+            unmasked += L // block_n
+            masked += int(L % block_n != 0)
+    total = n_m * n_n
+    return dict(total=total, unmasked=unmasked, masked=masked,
+                skipped=total - unmasked - masked)
