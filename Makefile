@@ -51,7 +51,7 @@ test-lib: setup
 	$(PY) -m pytest tests -q -n $(JOBS) -m "not browser" --ignore=tests/test_colab_path.py
 
 test-notebooks: setup
-	$(PY) -m pytest -q -n $(JOBS) --nbval chapters --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope --nbval chapters --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 300 -p no:cacheprovider -o testpaths=chapters -W default
 
 # nbval has just executed every notebook and matched the stored outputs, so the test

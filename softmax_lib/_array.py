@@ -78,6 +78,8 @@ def as_float_array(x: Any, name: str = "x"):
 
 def check_temperature(temperature: Any, name: str = "temperature") -> float:
     """A finite, strictly positive real number, returned as a Python float."""
+    if type(temperature) is float and 0.0 < temperature < math.inf:  # the common case, fast
+        return temperature
     if is_torch(temperature) or isinstance(temperature, np.ndarray):
         if temperature.ndim != 0 and getattr(temperature, "numel", lambda: temperature.size)() != 1:
             raise TypeError(f"{name} must be a real scalar, got an array of shape {tuple(temperature.shape)}")
@@ -142,6 +144,8 @@ def normalize_numpy_axis(axis: Any, ndim: int, name: str = "axis") -> tuple[int,
     """
     from numpy.lib.array_utils import normalize_axis_tuple
 
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, fast
+        return (axis % ndim,)
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (bool, np.bool_)):

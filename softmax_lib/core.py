@@ -78,16 +78,26 @@ class _Slices:
 
 def _numpy_slices(x: np.ndarray, axes: tuple[int, ...], temperature: float, where) -> _Slices:
     active = where
-    nan = np.isnan(x)
-    posinf = np.isposinf(x)
-    any_nan = bool(nan.any()) if active is None else bool((nan & active).any())
-    any_posinf = bool(posinf.any()) if active is None else bool((posinf & active).any())
-    keep = ~(nan | posinf)
-    if active is not None:
-        keep &= active
-    x_work = np.where(keep, x, -np.inf) if (any_nan or any_posinf or active is not None) else x
+    m = None
+    if active is None:
+        # One reduction tells whether any NaN (max is NaN) or +inf (max is +inf) is present.
+        m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
+        if np.isnan(m).any() or np.isposinf(m).any():
+            m = None
+    if m is not None:  # common case: every entry is finite or -inf
+        x_work, any_nan, any_posinf = x, False, False
+    else:
+        nan = np.isnan(x)
+        posinf = np.isposinf(x)
+        any_nan = bool(nan.any()) if active is None else bool((nan & active).any())
+        any_posinf = bool(posinf.any()) if active is None else bool((posinf & active).any())
+        keep = ~(nan | posinf)
+        if active is not None:
+            keep &= active
+        x_work = np.where(keep, x, -np.inf)
     with np.errstate(over="ignore", under="ignore"):
-        m = np.max(x_work, axis=axes, keepdims=True, initial=-np.inf)
+        if m is None:
+            m = np.max(x_work, axis=axes, keepdims=True, initial=-np.inf)
         has_finite = m > -np.inf
         shift = np.where(has_finite, m, 0.0).astype(x.dtype, copy=False)
         z = x_work - shift
@@ -260,6 +270,11 @@ def softmax(x, axis=-1, *, temperature=1.0, where=None):
     >>> softmax([1000.0, 1.0])  # the naive formula gives nan here
     array([1., 0.])
     """
+    if type(x) is np.ndarray and where is None and x.dtype in _FAST_DTYPES and type(axis) is int and x.ndim:
+        # Fast entry for the most common call: a float32/float64 ndarray, one axis.
+        fast = _numpy_softmax_fast(x, normalize_numpy_axis(axis, x.ndim), check_temperature(temperature))
+        if fast is not None:
+            return fast
     work, out_dtype, axes, temperature, mask = _setup(x, axis, temperature, where)
     if not is_torch(work) and mask is None:
         fast = _numpy_softmax_fast(work, axes, temperature)
@@ -272,19 +287,22 @@ def softmax(x, axis=-1, *, temperature=1.0, where=None):
     return to_output(_restore_shape(p, work), out_dtype)
 
 
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _numpy_softmax_fast(x: np.ndarray, axes, temperature: float):
     """The common case (every slice has a finite max): three passes, in place."""
     if x.size == 0:
         return None
     with np.errstate(over="ignore", under="ignore"):
-        m = np.max(x, axis=axes, keepdims=True)
+        m = np.maximum.reduce(x, axis=axes, keepdims=True)
         if not np.isfinite(m).all():
             return None
         z = np.subtract(x, m, out=np.empty_like(x))
         if temperature != 1.0:
             z /= temperature
         np.exp(z, out=z)
-        z /= np.sum(z, axis=axes, keepdims=True)
+        z /= np.add.reduce(z, axis=axes, keepdims=True)
     return z
 
 
