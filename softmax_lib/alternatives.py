@@ -197,11 +197,13 @@ def _entmax_bisect_forward(x, alpha: float, n_iter: int):
     z, active, special = _shifted(x)
     z = (alpha - 1) * z  # max over active entries is 0
     power = 1.0 / (alpha - 1)
-    n = x.shape[-1]
     # f(tau) = sum p(tau) - 1 decreases in tau; f(-1) >= 0 (the top entry alone gives 1)
-    # and f(-(1/n)^(alpha-1)) <= 0 (every entry is at most 1/n).
-    lo = -1.0 + 0 * _sum(z)
-    hi = -((1.0 / max(n, 1)) ** (alpha - 1)) + 0 * _sum(z)
+    # and f(-n^(1 - alpha)) <= 0 with n finite entries (each is then at most 1/n).
+    # Counting only finite entries makes -inf entries change nothing (truncation).
+    n = _sum(active.to(z.dtype) if is_torch(active) else active.astype(z.dtype))
+    n = _where(n > 0, n, 1 + 0 * n)
+    lo = -1.0 + 0 * n
+    hi = -(n ** (1 - alpha))
 
     def mass(tau):
         p = _where(active, z - tau, 0 * z)
@@ -389,7 +391,7 @@ def entmax15(x, axis=-1):
     Examples
     --------
     >>> entmax15([2.0, 1.0, -2.0]).round(4)
-    array([0.7753, 0.2247, 0.    ])
+    array([0.8307, 0.1693, 0.    ])
     """
     return _apply_last_axis(
         x, axis, _entmax15_forward, lambda t: _autograd_functions()["entmax15"].apply(t)
@@ -420,7 +422,7 @@ def entmax_bisect(x, alpha=1.5, axis=-1, *, n_iter=50):
 
     with :math:`\tau` the root of :math:`\sum_i p_i(\tau) = 1`.  The sum decreases in
     :math:`\tau`, and after shifting :math:`\max_i x_i` to 0 the root lies in
-    :math:`[-1, -K^{1-\alpha}]`; ``n_iter`` halvings of that interval are followed by
+    :math:`[-1, -n^{1-\alpha}]` for :math:`n` finite entries; ``n_iter`` halvings of that interval are followed by
     one renormalisation.  :math:`\alpha \to 1^+` approaches softmax (the
     :math:`q`-exponential tends to ``exp``), :math:`\alpha = 1.5` is :func:`entmax15`
     and :math:`\alpha = 2` is :func:`sparsemax`.

@@ -77,12 +77,12 @@ def _sum(x, axis, keepdims=False):
 
 def _weighted(p, values):
     """``p * values`` with ``0 * inf = 0``: states of probability 0 contribute nothing."""
-    prod = p * values
-    if is_torch(prod):
+    if is_torch(p):
         import torch
 
-        return torch.where(p > 0, prod, torch.zeros_like(prod))
-    return np.where(p > 0, prod, 0.0)
+        zero = torch.zeros_like(p)
+        return torch.where(p > 0, p * torch.where(p > 0, values, zero), zero)
+    return np.where(p > 0, p * np.where(p > 0, values, 0.0), 0.0)
 
 
 def boltzmann(energies, temperature=1.0, axis=-1):

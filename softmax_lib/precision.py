@@ -57,7 +57,7 @@ __all__ = [
 
 def _check_dps(dps: Any) -> int:
     if isinstance(dps, (bool, np.bool_)) or not isinstance(dps, numbers.Integral):
-        raise TypeError(f"dps must be an integer number of decimal digits, got {type(dps).__name__}")
+        raise TypeError(f"dps must be an integer (decimal digits), got {type(dps).__name__}")
     if dps < 20:
         raise ValueError(f"dps must be >= 20 (more than float64's 16 digits), got {dps}")
     return int(dps)
@@ -155,8 +155,8 @@ def reference_softmax(x, axis=-1, *, temperature=1.0, dps=50, exact=False):
 
     Examples
     --------
-    >>> reference_softmax([1.0, 2.0, 8.0]).round(4)
-    array([0.0009, 0.0025, 0.9966])
+    >>> reference_softmax([1.0, 2.0, 8.0]).round(4).tolist()
+    [0.0009, 0.0025, 0.9966]
     """
     return _reference(x, axis, temperature, dps, exact, "softmax")
 

@@ -90,13 +90,11 @@ def test_jvp_matches_dense_jacobian_and_finite_differences(temperature):
     np.testing.assert_allclose(jvp, finite_difference_jvp(x, v, temperature), atol=1e-8)
 
 
-def test_jvp_matches_torch_forward_mode_and_vjp_matches_backward():
+def test_jvp_and_vjp_match_torch_autograd_products():
     x = torch.randn(3, 8, dtype=torch.float64)
     v = torch.randn(3, 8, dtype=torch.float64)
-    import torch.autograd.forward_ad as fwAD
-
-    with fwAD.dual_level():
-        expected_jvp = fwAD.unpack_dual(torch.softmax(fwAD.make_dual(x, v), -1)).tangent
+    # (torch's forward-mode AD warns in this torch version; functional.jvp uses double backward)
+    _, expected_jvp = torch.autograd.functional.jvp(lambda t: torch.softmax(t, -1), x, v)
     torch.testing.assert_close(g.softmax_jvp(x, v), expected_jvp, rtol=0, atol=1e-15)
     _, expected_vjp = torch.autograd.functional.vjp(lambda t: torch.softmax(t, -1), x, v)
     torch.testing.assert_close(g.softmax_vjp(x, v), expected_vjp, rtol=0, atol=1e-15)
@@ -110,7 +108,7 @@ def test_jvp_passes_gradcheck_in_float64():
 
 def test_jvp_along_all_ones_is_zero_shift_invariance():
     x = RNG.normal(size=(4, 6)) * 10
-    np.testing.assert_allclose(g.softmax_jvp(x, np.ones(6)), 0, atol=1e-16)
+    np.testing.assert_allclose(g.softmax_jvp(x, np.ones(6)), 0, atol=4e-16)
 
 
 def test_jvp_on_other_axis_and_extreme_logits_is_finite():
@@ -147,7 +145,7 @@ def test_cross_entropy_with_index_targets_matches_torch(reduction, axis):
     target = RNG.integers(0, n_classes, size=tuple(batch_shape))
     ours = g.cross_entropy(logits, target, axis=axis, reduction=reduction)
     expected = torch_ce(np.moveaxis(logits, axis, -1).reshape(-1, n_classes), target.reshape(-1), 1, reduction)
-    np.testing.assert_allclose(np.ravel(ours), np.ravel(expected), rtol=1e-13)
+    np.testing.assert_allclose(np.ravel(ours), np.ravel(expected), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

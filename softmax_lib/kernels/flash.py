@@ -41,7 +41,8 @@ import triton.language as tl
 
 from . import INTERPRETED
 
-__all__ = ["flash_attention", "flash_attention_forward", "causal_block_counts", "LOG2E"]
+__all__ = ["flash_attention", "flash_attention_forward", "causal_block_counts", "kernel_source",
+           "LOG2E"]
 
 #: log2(e): multiplies natural-log scores into base 2 (``exp(x) = exp2(x * LOG2E)``).
 LOG2E = 1.4426950408889634
@@ -52,13 +53,16 @@ _LN2 = 0.6931471805599453
 # Forward
 # ---------------------------------------------------------------------------------
 @triton.jit
-def _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, lo, hi,
-               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr):
+def _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, lo, hi,
+               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
+               USE_TMA: tl.constexpr):
     """Fold key blocks [lo, hi) into (acc, l_i, m_i).
 
     MODE 0: every key in range is valid and visible (no mask at all);
     MODE 1: keys >= L are padding (the last, partial block of non-causal attention);
     MODE 2: the diagonal blocks of causal attention (key j visible iff j <= query i).
+    With USE_TMA the unmasked blocks arrive through the tensor-memory accelerator
+    (descriptors Kd, Vd over the (B*H*L, d) view; row0 = first row of this problem).
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -67,18 +71,29 @@ def _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, lo, hi,
         cols = start_n + offs_n                                     # (BLOCK_N,)
         kv_offs = cols[:, None] * HEAD_DIM + offs_d[None, :]        # (BLOCK_N, d)
         if MODE == 0:
-            k = tl.load(K + kv_offs)
-            v = tl.load(V + kv_offs)
+            if USE_TMA:
+                k = Kd.load([row0 + start_n, 0])
+                v = Vd.load([row0 + start_n, 0])
+            else:
+                k = tl.load(K + kv_offs)
+                v = tl.load(V + kv_offs)
         else:
             k = tl.load(K + kv_offs, mask=cols[:, None] < L, other=0.0)
             v = tl.load(V + kv_offs, mask=cols[:, None] < L, other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale                       # (BLOCK_M, BLOCK_N), base 2
-        if MODE == 1:
-            s = tl.where(cols[None, :] < L, s, float("-inf"))
-        if MODE == 2:
-            s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))                      # running maximum
-        p = tl.math.exp2(s - m_new[:, None])                        # unnormalised probabilities
+        s = tl.dot(q, tl.trans(k))                                  # (BLOCK_M, BLOCK_N) raw scores
+        if MODE == 0:
+            # qk_scale >= 0 (the launcher makes it so): max(s) * qk_scale is the maximum
+            # of the scaled scores, and the scaling folds into one multiply-add.
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)        # running maximum, base 2
+            p = tl.math.exp2(s * qk_scale - m_new[:, None])         # unnormalised probabilities
+        else:
+            s = s * qk_scale
+            if MODE == 1:
+                s = tl.where(cols[None, :] < L, s, float("-inf"))
+            else:
+                s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)                           # rescales the old state
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -88,11 +103,12 @@ def _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, lo, hi,
 
 
 @triton.jit
-def _attn_fwd(Q, K, V, O, LSE, L, qk_scale,
+def _attn_fwd(Q, K, V, O, LSE, Kd, Vd, L, qk_scale,
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              CAUSAL: tl.constexpr):
+              CAUSAL: tl.constexpr, USE_TMA: tl.constexpr):
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1).to(tl.int64)
+    row0 = (off_bh * L).to(tl.int32)                                # first row in (B*H*L, d)
     base = off_bh * L * HEAD_DIM                                     # start of this (L, d) problem
     Q += base
     K += base
@@ -110,16 +126,16 @@ def _attn_fwd(Q, K, V, O, LSE, L, qk_scale,
         # Blocks left of the diagonal: every key visible, no mask.  Blocks right of
         # it are never visited (that is the saving).  The diagonal gets the mask.
         diag = start_m * BLOCK_M
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, 0, diag,
-                                   HEAD_DIM, BLOCK_N, 0)
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, diag,
-                                   tl.minimum(diag + BLOCK_M, L), HEAD_DIM, BLOCK_N, 2)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, 0, diag,
+                                   HEAD_DIM, BLOCK_N, 0, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, diag,
+                                   tl.minimum(diag + BLOCK_M, L), HEAD_DIM, BLOCK_N, 2, USE_TMA)
     else:
         full = (L // BLOCK_N) * BLOCK_N
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, 0, full,
-                                   HEAD_DIM, BLOCK_N, 0)
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, offs_m, L, qk_scale, full, L,
-                                   HEAD_DIM, BLOCK_N, 1)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, 0, full,
+                                   HEAD_DIM, BLOCK_N, 0, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, full, L,
+                                   HEAD_DIM, BLOCK_N, 1, USE_TMA)
     acc = acc / l_i[:, None]
     tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty),
              mask=row_ok)
@@ -278,63 +294,120 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, L, qk_scale, sm_scale,
 
 
 # ---------------------------------------------------------------------------------
-# Block sizes: fixed small ones on the interpreter, autotuned per head dim on a GPU
+# Block sizes: fixed ones for small problems (and the interpreter), autotuned per head
+# dim on a GPU for large ones
 # ---------------------------------------------------------------------------------
 # Every config keeps the larger block a multiple of the smaller one, which the causal
 # stages rely on (the diagonal of a query block is a whole number of key blocks).
-_INTERPRETER_FWD = dict(BLOCK_M=32, BLOCK_N=16)
-_INTERPRETER_DKDV = dict(BLOCK_M1=16, BLOCK_N1=32)
-_INTERPRETER_DQ = dict(BLOCK_M2=32, BLOCK_N2=16)
+_FIXED_FWD = dict(BLOCK_M=32, BLOCK_N=16)
+_FIXED_DKDV = dict(BLOCK_M1=16, BLOCK_N1=32)
+_FIXED_DQ = dict(BLOCK_M2=32, BLOCK_N2=16)
+if not INTERPRETED:  # small, safe tiles for short sequences and float32 on a GPU
+    _FIXED_FWD = dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    _FIXED_DKDV = dict(BLOCK_M1=32, BLOCK_N1=64, num_warps=4, num_stages=2)
+    _FIXED_DQ = dict(BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=2)
+
+#: Autotuning candidates per kernel and head dim: (block_m, block_n, num_warps, num_stages).
+_TUNING = {
+    "fwd": {64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 4, 4), (128, 128, 4, 3)],
+            128: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2)]},
+    "dkdv": {64: [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3)],
+             128: [(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3)]},
+    "dq": {64: [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3)],
+           128: [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)]},
+}
+_BLOCK_NAMES = {"fwd": ("BLOCK_M", "BLOCK_N"), "dkdv": ("BLOCK_M1", "BLOCK_N1"),
+                "dq": ("BLOCK_M2", "BLOCK_N2")}
+_AUTOTUNE_MIN_L = 512
 
 
-def _fwd_configs():
-    return [
-        triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
-        for bm, bn, w, s in [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3),
-                             (128, 64, 4, 4), (128, 128, 8, 4), (64, 64, 4, 3)]
-    ]
+try:  # host-side TMA descriptors (Triton >= 3.3); the interpreter understands them too
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover
+    TensorDescriptor = None
+
+#: Load the unmasked key/value blocks through TMA descriptors: "auto" (on Hopper or
+#: newer GPUs), True or False.  Checked at every launch.
+USE_TMA = "auto"
 
 
-def _dkdv_configs():
-    return [
-        triton.Config(dict(BLOCK_M1=bm, BLOCK_N1=bn), num_warps=w, num_stages=s)
-        for bm, bn, w, s in [(32, 128, 4, 3), (32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3)]
-    ]
+def _tma_pre_hook(nargs):
+    # A descriptor's block shape must match the tile the chosen config loads.
+    for name in ("Kd", "Vd"):
+        if nargs.get(name) is not None:
+            nargs[name].block_shape = [nargs["BLOCK_N"], nargs["HEAD_DIM"]]
 
 
-def _dq_configs():
-    return [
-        triton.Config(dict(BLOCK_M2=bm, BLOCK_N2=bn), num_warps=w, num_stages=s)
-        for bm, bn, w, s in [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 3)]
-    ]
+def _use_tma(q):
+    if TensorDescriptor is None or USE_TMA is False:
+        return False
+    if USE_TMA is True:
+        return True
+    return (not INTERPRETED and q.dtype in (torch.float16, torch.bfloat16)
+            and torch.cuda.get_device_capability(q.device)[0] >= 9)
 
 
-def _fwd_prune(configs, named_args, **kwargs):
-    # Blocks larger than the sequence waste work; keep the smallest that cover it.
-    return configs
+def _configs(kernel):
+    names = _BLOCK_NAMES[kernel]
+    seen, out = set(), []
+    for cands in _TUNING[kernel].values():
+        for c in cands:
+            if c not in seen:
+                seen.add(c)
+                out.append(triton.Config(dict(zip(names, c[:2])), num_warps=c[2], num_stages=c[3],
+                                         pre_hook=_tma_pre_hook if kernel == "fwd" else None))
+    return out
+
+
+def _prune_for(kernel):
+    names = _BLOCK_NAMES[kernel]
+
+    def prune(configs, named_args, **kwargs):
+        d = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
+        wanted = set(_TUNING[kernel].get(d, _TUNING[kernel][64]))
+        kept = [c for c in configs
+                if (c.kwargs[names[0]], c.kwargs[names[1]], c.num_warps, c.num_stages) in wanted]
+        return kept or configs
+    return prune
 
 
 if INTERPRETED:
-    _fwd_kernel, _dkdv_kernel, _dq_kernel = _attn_fwd, _attn_bwd_dkdv, _attn_bwd_dq
+    _fwd_tuned = _dkdv_tuned = _dq_tuned = None
 else:  # pragma: no cover - needs a GPU
+    _KEY = ["L", "HEAD_DIM", "CAUSAL", "USE_TMA"]
+    _fwd_tuned = triton.autotune(_configs("fwd"), key=_KEY,
+                                 prune_configs_by={"early_config_prune": _prune_for("fwd")})(_attn_fwd)
     _KEY = ["L", "HEAD_DIM", "CAUSAL"]
-    _fwd_kernel = triton.autotune(_fwd_configs(), key=_KEY)(_attn_fwd)
-    _dkdv_kernel = triton.autotune(_dkdv_configs(), key=_KEY)(_attn_bwd_dkdv)
-    _dq_kernel = triton.autotune(_dq_configs(), key=_KEY)(_attn_bwd_dq)
+    _dkdv_tuned = triton.autotune(_configs("dkdv"), key=_KEY,
+                                  prune_configs_by={"early_config_prune": _prune_for("dkdv")})(
+        _attn_bwd_dkdv)
+    _dq_tuned = triton.autotune(_configs("dq"), key=_KEY,
+                                prune_configs_by={"early_config_prune": _prune_for("dq")})(_attn_bwd_dq)
+
+
+def _autotuned(q):
+    """Autotune only where it pays: on a GPU, 16-bit inputs, long sequences."""
+    return (not INTERPRETED and q.dtype in (torch.float16, torch.bfloat16)
+            and q.shape[2] >= _AUTOTUNE_MIN_L)
 
 
 def _launch_fwd(q, k, v, causal, scale):
     B, H, L, d = q.shape
     o = torch.empty_like(q)
     lse = torch.empty((B, H, L), device=q.device, dtype=torch.float32)  # base-2 LSE
-    qk_scale = scale * LOG2E
-    if INTERPRETED:
-        grid = (triton.cdiv(L, _INTERPRETER_FWD["BLOCK_M"]), B * H)
-        _fwd_kernel[grid](q, k, v, o, lse, L, qk_scale, HEAD_DIM=d, CAUSAL=causal,
-                          **_INTERPRETER_FWD)
-    else:  # pragma: no cover
-        grid = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]), B * H)  # noqa: E731
-        _fwd_kernel[grid](q, k, v, o, lse, L, qk_scale, HEAD_DIM=d, CAUSAL=causal)
+    kd = vd = None
+    use_tma = _use_tma(q)
+    if use_tma:
+        block_n = _FIXED_FWD["BLOCK_N"]  # replaced by the pre-hook when autotuned
+        kd, vd = (TensorDescriptor(t.view(B * H * L, d), shape=[B * H * L, d], strides=[d, 1],
+                                   block_shape=[block_n, d]) for t in (k, v))
+    args = (q, k, v, o, lse, kd, vd, L, scale * LOG2E)
+    if _autotuned(q):  # pragma: no cover
+        _fwd_tuned[lambda m: (triton.cdiv(L, m["BLOCK_M"]), B * H)](
+            *args, HEAD_DIM=d, CAUSAL=causal, USE_TMA=use_tma)
+    else:
+        grid = (triton.cdiv(L, _FIXED_FWD["BLOCK_M"]), B * H)
+        _attn_fwd[grid](*args, HEAD_DIM=d, CAUSAL=causal, USE_TMA=use_tma, **_FIXED_FWD)
     return o, lse
 
 
@@ -344,19 +417,29 @@ def _launch_bwd(do, q, k, v, o, lse, causal, scale):
     _attn_bwd_delta[(triton.cdiv(L, 64), B * H)](o, do, delta, L, HEAD_DIM=d, BLOCK_M=64)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     qk_scale = scale * LOG2E
-    if INTERPRETED:
-        _dkdv_kernel[(triton.cdiv(L, _INTERPRETER_DKDV["BLOCK_N1"]), B * H)](
-            q, k, v, do, dk, dv, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal,
-            **_INTERPRETER_DKDV)
-        _dq_kernel[(triton.cdiv(L, _INTERPRETER_DQ["BLOCK_M2"]), B * H)](
-            q, k, v, do, dq, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal,
-            **_INTERPRETER_DQ)
-    else:  # pragma: no cover
-        _dkdv_kernel[lambda m: (triton.cdiv(L, m["BLOCK_N1"]), B * H)](
-            q, k, v, do, dk, dv, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal)
-        _dq_kernel[lambda m: (triton.cdiv(L, m["BLOCK_M2"]), B * H)](
-            q, k, v, do, dq, lse, delta, L, qk_scale, scale, HEAD_DIM=d, CAUSAL=causal)
+    dkdv_args = (q, k, v, do, dk, dv, lse, delta, L, qk_scale, scale)
+    dq_args = (q, k, v, do, dq, lse, delta, L, qk_scale, scale)
+    if _autotuned(q):  # pragma: no cover
+        _dkdv_tuned[lambda m: (triton.cdiv(L, m["BLOCK_N1"]), B * H)](
+            *dkdv_args, HEAD_DIM=d, CAUSAL=causal)
+        _dq_tuned[lambda m: (triton.cdiv(L, m["BLOCK_M2"]), B * H)](
+            *dq_args, HEAD_DIM=d, CAUSAL=causal)
+    else:
+        _attn_bwd_dkdv[(triton.cdiv(L, _FIXED_DKDV["BLOCK_N1"]), B * H)](
+            *dkdv_args, HEAD_DIM=d, CAUSAL=causal, **_FIXED_DKDV)
+        _attn_bwd_dq[(triton.cdiv(L, _FIXED_DQ["BLOCK_M2"]), B * H)](
+            *dq_args, HEAD_DIM=d, CAUSAL=causal, **_FIXED_DQ)
     return dq, dk, dv
+
+
+def tuned_configs():
+    """The block sizes the autotuner picked so far, per kernel (empty without a GPU)."""
+    out = {}
+    for name, tuned in (("fwd", _fwd_tuned), ("dkdv", _dkdv_tuned), ("dq", _dq_tuned)):
+        if tuned is None:
+            continue
+        out[name] = {str(key): str(cfg) for key, cfg in getattr(tuned, "cache", {}).items()}
+    return out
 
 
 class _FlashAttention(torch.autograd.Function):
@@ -470,6 +553,8 @@ def flash_attention(q, k, v, *, causal=False, scale=None):
     scale = _check_inputs(q, k, v, causal, scale)
     if q.numel() == 0:
         return q.new_zeros(q.shape) + 0 * (q.sum() + k.sum() + v.sum())
+    if scale < 0:  # the kernels want a positive scale: s * (q . k) = |s| * ((-q) . k)
+        q, scale = -q, -scale
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return _FlashAttention.apply(q, k, v, bool(causal), scale)
 
@@ -482,6 +567,8 @@ def flash_attention_forward(q, k, v, *, causal=False, scale=None):
     needs (Chapter 10). No autograd.
     """
     scale = _check_inputs(q, k, v, causal, scale)
+    if scale < 0:
+        q, scale = -q, -scale
     with torch.no_grad():
         o, lse2 = _launch_fwd(q.contiguous(), k.contiguous(), v.contiguous(), bool(causal), scale)
     return o, lse2 * _LN2
@@ -514,3 +601,22 @@ def causal_block_counts(L, block_m, block_n, *, causal=True):
     total = n_m * n_n
     return dict(total=total, unmasked=unmasked, masked=masked,
                 skipped=total - unmasked - masked)
+
+
+def kernel_source(kernel, *, start=None, stop=None):
+    """Source text of a Triton kernel of this module (for Chapter 10's excerpts).
+
+    ``kernel`` is a kernel (``_attn_fwd``) or its name; ``start``/``stop`` keep the
+    lines from the first one containing ``start`` up to the first one after it
+    containing ``stop`` (inclusive).
+    """
+    import inspect
+
+    if isinstance(kernel, str):
+        kernel = globals()[kernel]
+    lines = inspect.getsource(getattr(kernel, "fn", kernel)).splitlines()
+    first = next((i for i, line in enumerate(lines) if start in line), 0) if start else 0
+    last = len(lines) - 1
+    if stop:
+        last = next((i for i in range(first, len(lines)) if stop in lines[i]), last)
+    return "\n".join(lines[first:last + 1])

@@ -1,0 +1,280 @@
+r"""A fused softmax in Triton: forward and backward, any row length (Chapters 8 and 9).
+
+Softmax over the last dimension reads each logit once and writes each probability
+once when a whole row sits on chip: the **fused** path (Chapter 8), whose only cost
+is moving those bytes.  Rows too long for one program are cut into segments whose
+partial maxima and normalisers ``(m_s, d_s)`` are merged with the online rule
+(Chapter 9, :mod:`softmax_lib.kernels.long_rows`)
+
+.. math::
+
+    m = \max_s m_s, \qquad d = \sum_s d_s\, e^{m_s - m}.
+
+The backward pass computes
+:math:`\partial x = p \odot (\partial y - \langle p, \partial y\rangle)` the same way.
+
+Edge rules are the core's: a row of ``-inf`` gives zeros, ``+inf`` entries share the
+row's mass evenly, a NaN makes its row NaN.  Arithmetic is float32 whatever the
+storage dtype (float32, float16, and bfloat16 on a GPU).
+
+On CUDA tensors the kernels are compiled; on a machine without a GPU they run on CPU
+tensors through Triton's interpreter (``softmax_lib.kernels`` sets this up).
+References: Milakov and Gimelshein (2018) for the online normaliser; Tillet et al.
+(2019) for Triton.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from . import INTERPRETED
+from ._common import exp_shifted, reciprocal, row_max, row_sum
+from .long_rows import COOPERATIVE_BLOCK, backward_long, forward_long
+
+__all__ = ["softmax", "softmax_forward", "softmax_backward", "choose_method"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Longest row one program holds on chip (entries); longer rows are split (GPU).
+MAX_FUSED = 16384
+
+
+# --------------------------------------------------------------------------------------
+# Fused path: ROWS whole rows per program, one read and one write per entry
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y,
+                  ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr):
+    cols = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+    # Tiles of ROWS rows; with fewer programs than tiles each program is persistent and
+    # the compiler overlaps the next tile's loads with this tile's arithmetic.
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+        rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)  # (ROWS,)
+        mask = (rows[:, None] < M) & (cols[None, :] < N)  # (ROWS, BLOCK_N)
+        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=float("-inf"),
+                    eviction_policy="evict_first").to(tl.float32)  # read x once: MN elements
+        m = row_max(x, 1)  # (ROWS,) the row maximum, never leaves the chip
+        e = exp_shifted(x, m[:, None])
+        inv_d = reciprocal(row_sum(e, 1))  # (ROWS,) 1 / normaliser
+        y = e * inv_d[:, None]
+        tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=mask)  # write y once: MN elements
+
+
+@triton.jit
+def _backward_rows(y_ptr, dy_ptr, dx_ptr, M, N, stride_y, stride_dy, stride_dx,
+                   ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr):
+    cols = tl.arange(0, BLOCK_N)
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+        rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        mask = (rows[:, None] < M) & (cols[None, :] < N)
+        y = tl.load(y_ptr + rows[:, None] * stride_y + cols[None, :], mask=mask, other=0.0,
+                    eviction_policy="evict_first").to(tl.float32)
+        dy = tl.load(dy_ptr + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0,
+                     eviction_policy="evict_first").to(tl.float32)
+        s = row_sum(y * dy, 1)  # (ROWS,) <p, dy> per row
+        dx = y * (dy - s[:, None])
+        tl.store(dx_ptr + rows[:, None] * stride_dx + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------
+# Launch configuration
+# --------------------------------------------------------------------------------------
+
+
+#: Fused-path settings per row length, measured on an H200 (see Chapter 8):
+#: (largest N, entries per program, num_warps, num_stages, programs per SM or 0).
+#: 0 programs per SM: one program per tile (not persistent).
+FUSED_CONFIGS = [
+    (4096, 8192, 16, 1, 0),
+    (MAX_FUSED, 16384, 16, 1, 0),
+]
+
+
+def _rows_config(n: int, grid_rows: int):
+    """(grid, ROWS, BLOCK_N, num_warps, num_stages) of the fused path for rows of ``n``."""
+    block_n = triton.next_power_of_2(n)
+    for largest, elements, warps, stages, per_sm in FUSED_CONFIGS:
+        if n <= largest:
+            break
+    rows = max(1, min(128, elements // block_n))
+    tiles = triton.cdiv(grid_rows, rows)
+    grid = tiles
+    if per_sm and not INTERPRETED:
+        grid = min(tiles, per_sm * torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count)
+    return grid, rows, block_n, warps, stages
+
+
+METHODS = ("fused", "looped", "split", "cooperative")
+
+
+def choose_method(n: int, block_size: int | None = None) -> str:
+    """Which path a row of ``n`` entries takes (see :mod:`softmax_lib.kernels.long_rows`).
+
+    Rows up to ``block_size`` entries (default ``MAX_FUSED``) are ``"fused"``: one
+    program holds a whole row.  Longer rows are cut into segments of ``block_size``
+    (default ``long_rows.COOPERATIVE_BLOCK``): ``"cooperative"`` on a GPU, ``"split"``
+    (two launches, the interpreter can run it) without one.
+    """
+    limit = MAX_FUSED if block_size is None else block_size
+    if n <= limit:
+        return "fused"
+    return "split" if INTERPRETED else "cooperative"
+
+
+def _segment(n: int, block_size: int | None, method: str) -> int:
+    """Entries per segment (a power of two) for the long-row paths."""
+    if block_size is None:
+        block_size = COOPERATIVE_BLOCK if method == "cooperative" else (4096 if method == "looped" else MAX_FUSED)
+    return triton.next_power_of_2(min(block_size, n))
+
+
+def _check_block_size(block_size):
+    if block_size is None:
+        return None
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    return block_size
+
+
+def _as_rows(t: torch.Tensor) -> torch.Tensor:
+    """View as (M, N) with unit stride along rows, copying only when it must."""
+    rows = t.reshape(-1, t.shape[-1])
+    if rows.stride(-1) != 1 or (rows.shape[0] > 1 and rows.stride(0) < rows.shape[1]):
+        rows = rows.contiguous()
+    return rows
+
+
+def _launch_context():
+    """The interpreter evaluates both sides of every ``tl.where`` with NumPy, so IEEE
+    results a GPU produces silently (``-inf - -inf`` in a masked lane, ``1/0`` in a
+    discarded branch) would raise NumPy warnings; they are expected, and silenced."""
+    return np.errstate(all="ignore") if INTERPRETED else contextlib.nullcontext()
+
+
+def softmax_forward(x: torch.Tensor, *, block_size: int | None = None, method: str | None = None) -> torch.Tensor:
+    """Forward kernels only (no autograd): softmax over the last dim of a checked tensor."""
+    n = x.shape[-1]
+    x2 = _as_rows(x)  # (M, N)
+    y2 = torch.empty(x2.shape, dtype=x.dtype, device=x.device)
+    method = method or choose_method(n, block_size)
+    if y2.numel() == 0:
+        return y2.reshape(x.shape)
+    if method == "fused":
+        grid, rows, block_n, warps, stages = _rows_config(n, x2.shape[0])
+        _forward_rows[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0),
+                               ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
+    else:
+        forward_long(x2, y2, method, _segment(n, block_size, method))
+    return y2.reshape(x.shape)
+
+
+def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, block_size: int | None = None,
+                     method: str | None = None) -> torch.Tensor:
+    """Backward kernels only: ``dx = y * (dy - sum(y * dy))`` over the last dim."""
+    n = y.shape[-1]
+    y2, dy2 = _as_rows(y), _as_rows(dy.to(y.dtype))
+    dx2 = torch.empty(y2.shape, dtype=y.dtype, device=y.device)
+    method = method or choose_method(n, block_size)
+    if dx2.numel() == 0:
+        return dx2.reshape(y.shape)
+    if method == "fused":
+        grid, rows, block_n, warps, stages = _rows_config(n, y2.shape[0])
+        _backward_rows[(grid,)](y2, dy2, dx2, y2.shape[0], n, y2.stride(0), dy2.stride(0), dx2.stride(0),
+                                ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
+    else:
+        backward_long(y2, dy2, dx2, method, _segment(n, block_size, method))
+    return dx2.reshape(y.shape)
+
+
+class _FusedSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, block_size, method):
+        with _launch_context():
+            y = softmax_forward(x, block_size=block_size, method=method)
+        ctx.save_for_backward(y)
+        ctx.block_size, ctx.method = block_size, method
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        with _launch_context():
+            dx = softmax_backward(y, dy, block_size=ctx.block_size, method=ctx.method)
+        return dx, None, None
+
+
+def _check_input(x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension (softmax runs over the last), got a 0-d tensor")
+    if x.device.type == "cuda":
+        return
+    if x.device.type != "cpu":
+        raise ValueError(f"x must be a CUDA tensor (or a CPU tensor without a GPU), got device {x.device}")
+    if not INTERPRETED:
+        raise ValueError("x is on the CPU but this machine has a GPU, so the kernels are compiled for it: "
+                         "move x to the GPU (x.cuda()), or use softmax_lib.softmax for CPU tensors")
+    if x.dtype == torch.bfloat16:
+        raise TypeError("bfloat16 needs a GPU: Triton's CPU interpreter cannot compute in bfloat16 "
+                        "(use float32 or float16 here)")
+
+
+def softmax(x: torch.Tensor, *, block_size: int | None = None, method: str | None = None) -> torch.Tensor:
+    r"""Softmax over the last dimension of a tensor, by fused Triton kernels.
+
+    .. math::
+
+        \softmax(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \qquad m = \max_j x_j.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        float32 or float16 (bfloat16 on a GPU), at least one dimension, any strides.
+        CUDA tensors run compiled kernels; CPU tensors run through Triton's
+        interpreter on a machine without a GPU (slow: for small sizes and tests).
+    block_size : int, optional
+        Entries of a row one program holds.  Rows longer than this are split into
+        segments whose partial maxima and normalisers are merged by the online rule
+        (Chapter 9).  Default: chosen from the row length.
+    method : {"fused", "looped", "split", "cooperative"}, optional
+        Force one path (see :func:`choose_method`); for tests and the book.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape, dtype and device as ``x``; differentiable (a Triton backward kernel
+        computes ``p * (dy - <p, dy>)``).
+
+    Notes
+    -----
+    Edge cases as :func:`softmax_lib.softmax`: a row of ``-inf`` gives zeros, ``+inf``
+    entries share the mass evenly, NaN makes the row NaN.  A CPU tensor on a machine
+    with a GPU raises ``ValueError`` (the kernels are compiled for the GPU there);
+    bfloat16 on the CPU raises ``TypeError``.  Chapter 8 explains the fused kernel,
+    Chapter 9 the split path.
+
+    References
+    ----------
+    Milakov and Gimelshein (2018), "Online normalizer calculation for softmax";
+    Tillet, Kung and Cox (2019), "Triton".
+    """
+    _check_input(x)
+    block_size = _check_block_size(block_size)
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "cooperative" and INTERPRETED:
+        raise ValueError("method='cooperative' needs a GPU (its programs wait for each other, "
+                         "which the interpreter, running one program at a time, cannot do)")
+    return _FusedSoftmax.apply(x, block_size, method)
+
+

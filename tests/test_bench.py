@@ -1,0 +1,69 @@
+"""The benchmark harness's bookkeeping (what can be checked without a GPU)."""
+
+import datetime
+import json
+
+import pytest
+
+from softmax_lib import bench
+
+PROVENANCE_KEYS = {"gpu", "sm_count", "driver", "cuda", "torch", "triton", "python", "hostname", "date_utc"}
+
+
+def test_provenance_has_every_key_and_an_iso_utc_date():
+    info = bench.provenance()
+    assert PROVENANCE_KEYS <= set(info)
+    date = datetime.datetime.fromisoformat(info["date_utc"])
+    assert date.utcoffset() == datetime.timedelta(0)
+    json.dumps(info)  # must be storable
+
+
+def test_write_then_load_round_trips_and_adds_provenance(tmp_path):
+    payload = {"kind": "demo", "results": {"float32": [{"n": 256, "fraction_of_copy": 0.93}]}}
+    path = bench.write_results("demo", payload, tmp_path / "out")
+    assert path == tmp_path / "out" / "demo.json"
+    loaded = bench.load_results("demo", tmp_path / "out")
+    assert loaded["results"] == payload["results"]
+    assert PROVENANCE_KEYS <= set(loaded["provenance"])
+
+
+def test_write_keeps_an_existing_provenance(tmp_path):
+    payload = {"provenance": {"gpu": "NVIDIA H200"}, "x": 1}
+    bench.write_results("kept", payload, tmp_path)
+    assert bench.load_results("kept", tmp_path)["provenance"] == {"gpu": "NVIDIA H200"}
+
+
+def test_missing_results_are_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        bench.load_results("no_such_results_file")
+    with pytest.raises(FileNotFoundError):
+        bench.load_results("absent", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["", "a/b"])
+def test_bad_result_name_is_a_value_error(name, tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        bench.write_results(name, {}, tmp_path)
+
+
+def test_softmax_bytes_counts_one_read_and_one_write_forward_three_tensors_backward():
+    assert bench.softmax_bytes(4, 8, 2) == 2 * 4 * 8 * 2
+    assert bench.softmax_bytes(4, 8, 4, backward=True) == 3 * 4 * 8 * 4
+
+
+def test_stored_softmax_results_if_any_name_the_machine():
+    try:
+        stored = bench.load_results("softmax_forward")
+    except FileNotFoundError:
+        pytest.skip("no softmax results stored yet")
+    assert stored["provenance"]["gpu"]
+    for rows in stored["results"].values():
+        assert all(0 < r["triton"]["fraction_of_copy"] < 1.5 for r in rows if r.get("triton"))
+
+
+def test_command_line_without_gpu_says_so_and_fails(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    assert bench.main(["--out", "unused", "--only", "softmax"]) == 1
+    assert "no CUDA GPU" in capsys.readouterr().err

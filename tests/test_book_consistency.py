@@ -1,0 +1,250 @@
+"""The book agrees with itself: one repository URL, one notebook shape, one table of
+contents, one bibliography.
+
+- every notebook's first code cell is the Colab setup cell, with exactly the URL of
+  ``softmax_lib._meta.REPOSITORY_URL``; ``_config.yml`` and ``pyproject.toml`` name
+  the same repository, on branch ``main``;
+- every notebook has the template's sections, a hidden solution cell with an
+  ``assert`` for each exercise, no stored errors or stderr, and execution counts
+  1, 2, ..., n (a clean top-to-bottom run);
+- every ``{cite}`` key exists in references.bib (and no key is defined twice);
+- the notebooks in chapters/ and the files in _toc.yml are the same set.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from softmax_lib._meta import REPOSITORY_URL
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for p in (ROOT / "chapters").rglob("*.ipynb")
+    if ".ipynb_checkpoints" not in p.parts
+)
+MARKDOWN_PAGES = sorted(
+    [p.relative_to(ROOT).as_posix() for p in (ROOT / "chapters").rglob("*.md")] + ["intro.md"]
+)
+
+SETUP_CELL = f"""\
+# Colab: install softmax_lib from the book's repository (does nothing elsewhere).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q",
+         "softmax_lib[colab] @ git+{REPOSITORY_URL}"],
+        check=True,
+    )"""
+
+REQUIRED_SECTIONS = ("Learning objectives", "Exercises", "Summary", "References")
+
+
+def _load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text(encoding="utf-8"))
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def _headings(cell: dict, level: int) -> list[str]:
+    if cell["cell_type"] != "markdown":
+        return []
+    prefix = "#" * level + " "
+    return [line[len(prefix):].strip() for line in _source(cell).splitlines() if line.startswith(prefix)]
+
+
+notebook = pytest.mark.parametrize("path", NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip("no notebooks yet"))])
+
+
+# ---------------------------------------------------------------------------------------
+# One repository URL
+# ---------------------------------------------------------------------------------------
+
+
+def test_repository_url_is_a_github_repository():
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", REPOSITORY_URL), REPOSITORY_URL
+
+
+def test_config_names_the_same_repository_on_branch_main():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert config["repository"]["url"] == REPOSITORY_URL
+    assert config["repository"]["branch"] == "main"
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+
+
+def test_pyproject_homepage_is_the_repository():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["urls"]["Homepage"] == REPOSITORY_URL
+    assert "colab" in project["optional-dependencies"]
+
+
+@notebook
+def test_first_code_cell_is_the_colab_setup_cell_with_the_repository_url(path):
+    cells = [c for c in _load(path)["cells"] if c["cell_type"] == "code"]
+    assert cells, f"{path} has no code cell"
+    first = cells[0]
+    assert _source(first).strip() == SETUP_CELL, (
+        f"{path}: the first code cell must be exactly the Colab setup cell:\n{SETUP_CELL}\n"
+        f"found:\n{_source(first)}"
+    )
+    assert "remove-cell" in _tags(first), f"{path}: the setup cell must be tagged remove-cell"
+
+
+# ---------------------------------------------------------------------------------------
+# The template
+# ---------------------------------------------------------------------------------------
+
+
+@notebook
+def test_notebook_starts_with_a_title_and_has_the_template_sections_in_order(path):
+    cells = _load(path)["cells"]
+    assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).startswith("# "), (
+        f"{path}: the first cell must be the '# Title' markdown cell"
+    )
+    titles = [h for c in cells for h in _headings(c, 1)]
+    assert len(titles) == 1, f"{path}: exactly one '# ' title expected, found {titles}"
+    sections = [h for c in cells for h in _headings(c, 2)]
+    positions = []
+    for name in REQUIRED_SECTIONS:
+        assert name in sections, f"{path}: no '## {name}' section (sections: {sections})"
+        positions.append(sections.index(name))
+    assert positions == sorted(positions), f"{path}: sections out of order: {sections}"
+    assert sections[0] == "Learning objectives", f"{path}: '## Learning objectives' must come first"
+    assert sections[-2:] == ["Summary", "References"], f"{path}: must end with Summary, References"
+
+
+def _exercise_cells(cells: list[dict]) -> list[dict]:
+    """The cells from the one holding '## Exercises' to the one before '## Summary'."""
+    start = next(i for i, c in enumerate(cells) if "Exercises" in _headings(c, 2))
+    end = next(i for i, c in enumerate(cells) if "Summary" in _headings(c, 2))
+    return cells[start:end]
+
+
+@notebook
+def test_each_exercise_has_a_hidden_solution_cell_with_an_assert(path):
+    cells = _exercise_cells(_load(path)["cells"])
+    solutions = 0
+    for previous, cell in zip(cells, cells[1:]):
+        if cell["cell_type"] != "code":
+            continue
+        solutions += 1
+        head = _source(cell).strip().splitlines()[0] if _source(cell).strip() else ""
+        assert previous["cell_type"] == "markdown", f"{path}: solution cell {head!r} does not follow its exercise"
+        assert "hide-cell" in _tags(cell), f"{path}: solution cell {head!r} must be tagged hide-cell"
+        assert re.search(r"^\s*assert\b", _source(cell), re.M), f"{path}: solution cell {head!r} has no assert"
+    assert 3 <= solutions <= 5, f"{path}: {solutions} exercises with solutions (the template asks for 3 to 5)"
+    statements = [c for c, nxt in zip(cells, cells[1:]) if c["cell_type"] == "markdown" and nxt["cell_type"] == "code"]
+    assert len(statements) == solutions
+    numbered = {n for c in cells if c["cell_type"] == "markdown"
+                for n in re.findall(r"Exercise\s+(\d+)", _source(c))}
+    if numbered:
+        assert len(numbered) == solutions, f"{path}: exercises {sorted(numbered)} but {solutions} solution cells"
+
+
+@notebook
+def test_notebook_has_no_stored_errors_or_stderr(path):
+    for i, cell in enumerate(_load(path)["cells"]):
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", f"{path}: cell {i} stores an error: {output.get('ename')}"
+            assert not (output["output_type"] == "stream" and output.get("name") == "stderr"), (
+                f"{path}: cell {i} stores stderr output: {''.join(output.get('text', ''))[:300]}"
+            )
+
+
+@notebook
+def test_execution_counts_are_one_to_n_in_order(path):
+    counts = [c.get("execution_count") for c in _load(path)["cells"] if c["cell_type"] == "code"]
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path}: execution counts {counts}; run `make execute` (a clean top-to-bottom run)"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Citations
+# ---------------------------------------------------------------------------------------
+
+
+def _bib_keys() -> list[str]:
+    text = (ROOT / "references.bib").read_text(encoding="utf-8")
+    return re.findall(r"^\s*@\w+\s*\{\s*([^,\s]+)\s*,", text, re.M)
+
+
+def _cited_keys() -> dict[str, set[str]]:
+    """Citation key -> pages citing it, over every notebook and markdown page."""
+    texts = {}
+    for path in NOTEBOOKS:
+        texts[path] = "\n".join(_source(c) for c in _load(path)["cells"] if c["cell_type"] == "markdown")
+    for path in MARKDOWN_PAGES:
+        texts[path] = (ROOT / path).read_text(encoding="utf-8")
+    cited: dict[str, set[str]] = {}
+    for path, text in texts.items():
+        for group in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", text):
+            for key in group.split(","):
+                cited.setdefault(key.strip(), set()).add(path)
+    return cited
+
+
+def test_references_bib_defines_each_key_once():
+    keys = _bib_keys()
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    assert not duplicates, f"references.bib defines these keys more than once: {duplicates}"
+
+
+def test_every_cited_key_is_in_references_bib():
+    known = set(_bib_keys())
+    missing = {key: sorted(pages) for key, pages in _cited_keys().items() if key not in known}
+    assert not missing, f"cited but not in references.bib: {missing}"
+
+
+# ---------------------------------------------------------------------------------------
+# Table of contents
+# ---------------------------------------------------------------------------------------
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return files
+
+
+def test_toc_lists_every_notebook_and_every_back_page():
+    listed = {f.removesuffix(".ipynb").removesuffix(".md") for f in _toc_files()}
+    pages = {p.removesuffix(".ipynb") for p in NOTEBOOKS} | {p.removesuffix(".md") for p in MARKDOWN_PAGES}
+    missing = sorted(pages - listed)
+    assert not missing, f"in chapters/ but not in _toc.yml: {missing}"
+
+
+def test_every_toc_entry_exists():
+    files = _toc_files()
+    assert len(files) == len(set(files)), "a file is listed twice in _toc.yml"
+    absent = [f for f in files if not any((ROOT / f"{f.removesuffix('.ipynb').removesuffix('.md')}{ext}").is_file()
+                                          for ext in (".ipynb", ".md"))]
+    assert not absent, f"listed in _toc.yml but missing: {absent}"

@@ -1,0 +1,189 @@
+"""The Triton softmax (softmax_lib.kernels.softmax) against torch.softmax and autograd.
+
+Without a GPU every test runs through Triton's interpreter on CPU tensors (small
+shapes: the interpreter is slow); with one, the same tests run compiled on CUDA.
+"""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from softmax_lib import kernels  # noqa: E402  (sets TRITON_INTERPRET before triton kernels exist)
+from softmax_lib.kernels import fused_softmax as fs  # noqa: E402
+
+DEVICE = "cpu" if kernels.INTERPRETED else "cuda"
+HALF_DTYPES = [torch.float16] + ([] if kernels.INTERPRETED else [torch.bfloat16])
+TOL = {torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def _logits(shape, dtype=torch.float32, scale=3.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(shape, generator=gen, dtype=torch.float64)).to(DEVICE, dtype)
+
+
+def _check_forward_backward(x, tol, **kwargs):
+    """Values and gradients against torch (float64) for the same input."""
+    xk = x.detach().clone().requires_grad_()
+    xr = x.detach().double().requires_grad_()
+    y = kernels.softmax(xk, **kwargs)
+    ref = torch.softmax(xr, -1)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+    torch.testing.assert_close(y.double(), ref.detach(), atol=tol, rtol=tol)
+    gen = torch.Generator().manual_seed(1)
+    dy = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    (dx,) = torch.autograd.grad(y, xk, dy.to(x.device, x.dtype))
+    (dx_ref,) = torch.autograd.grad(ref, xr, dy.to(x.device))
+    torch.testing.assert_close(dx.double(), dx_ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("shape", [(3, 1823, 781) if DEVICE == "cuda" else (4, 781), (5, 1), (2, 3, 17), (33, 64)])
+def test_forward_and_backward_match_torch_on_irregular_shapes(shape):
+    _check_forward_backward(_logits(shape), TOL[torch.float32])
+
+
+def test_large_irregular_shape_matches_torch():
+    shape = (1823, 781) if DEVICE == "cuda" else (3, 1823)
+    _check_forward_backward(_logits(shape), TOL[torch.float32])
+
+
+def test_row_of_length_one_is_one_and_its_gradient_is_zero():
+    x = _logits((6, 1)).requires_grad_()
+    y = kernels.softmax(x)
+    assert torch.equal(y, torch.ones_like(y))
+    (dx,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(dx, torch.zeros_like(dx))
+
+
+LONG_METHODS = ["split", "looped"] + ([] if kernels.INTERPRETED else ["cooperative"])
+
+
+@pytest.mark.parametrize(("shape", "block_size"), [((2, 9), 1), ((3, 300), 16), ((3, 300), 100)])
+def test_rows_longer_than_block_size_merge_segments_like_one_block(shape, block_size):
+    # Partial (m, d) per segment, merged by the online rule (split or cooperative path).
+    assert fs.choose_method(shape[-1], block_size) != "fused"
+    _check_forward_backward(_logits(shape, scale=8.0), TOL[torch.float32], block_size=block_size)
+
+
+@pytest.mark.parametrize("method", LONG_METHODS)
+def test_every_long_row_path_matches_torch(method):
+    _check_forward_backward(_logits((3, 1000), scale=8.0), TOL[torch.float32], method=method, block_size=128)
+
+
+def test_long_row_default_path_matches_torch():
+    n = 2**20 + 3 if DEVICE == "cuda" else 40_000
+    x = _logits((5, n), scale=5.0)
+    assert fs.choose_method(n) != "fused"
+    y = kernels.softmax(x)
+    torch.testing.assert_close(y.double(), torch.softmax(x.double(), -1), atol=1e-9, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["fused", *LONG_METHODS])
+def test_minus_inf_entries_are_zero_and_fully_masked_row_is_zero_not_nan(method):
+    x = _logits((3, 40))
+    x[0, ::3] = -math.inf
+    x[1] = -math.inf
+    y = kernels.softmax(x, method=method, block_size=None if method == "fused" else 8)
+    assert not torch.isnan(y).any()
+    assert torch.equal(y[1], torch.zeros_like(y[1]))
+    assert torch.equal(y[0, ::3], torch.zeros_like(y[0, ::3]))
+    # -inf entries behave like truncation: same as softmax of the remaining entries.
+    keep = torch.isfinite(x[0])
+    torch.testing.assert_close(y[0, keep], torch.softmax(x[0, keep], -1), atol=2e-6, rtol=2e-6)
+    torch.testing.assert_close(y[2], torch.softmax(x[2], -1), atol=2e-6, rtol=2e-6)
+
+
+@pytest.mark.parametrize("method", ["fused", *LONG_METHODS])
+def test_plus_inf_entries_share_the_mass_and_nan_poisons_its_row(method):
+    x = _logits((2, 20))
+    x[0, 3] = x[0, 11] = math.inf
+    x[1, 5] = math.nan
+    y = kernels.softmax(x, method=method, block_size=None if method == "fused" else 4)
+    expected = torch.zeros(20, device=DEVICE)
+    expected[3] = expected[11] = 0.5
+    assert torch.equal(y[0], expected)
+    assert torch.isnan(y[1]).all()
+
+
+def test_fully_masked_row_has_zero_gradient():
+    x = torch.full((2, 9), -math.inf, device=DEVICE)
+    x[1] = _logits((9,))
+    x.requires_grad_()
+    (dx,) = torch.autograd.grad(kernels.softmax(x), x, torch.ones_like(x))
+    assert torch.equal(dx[0], torch.zeros_like(dx[0]))
+
+
+def test_non_contiguous_input_matches_torch():
+    base = _logits((40, 30))
+    for x in (base.t(), base[::3, 1::2], base.t()[:, :7]):
+        assert not x.is_contiguous()
+        _check_forward_backward(x, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_matches_float32_reference(dtype):
+    _check_forward_backward(_logits((5, 129), dtype=dtype), TOL[dtype])
+    _check_forward_backward(_logits((2, 300), dtype=dtype), TOL[dtype], block_size=64)
+
+
+def test_float16_large_logits_do_not_overflow():
+    x = torch.tensor([[1.0e4, 0.0, -1.0e4], [6.0e4, 6.0e4, -6.0e4]], dtype=torch.float16, device=DEVICE)
+    y = kernels.softmax(x)
+    expected = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], dtype=torch.float16, device=DEVICE)
+    assert torch.equal(y, expected)
+
+
+def test_rows_sum_to_one():
+    y = kernels.softmax(_logits((16, 333), scale=20.0))
+    torch.testing.assert_close(y.sum(-1), torch.ones(16, device=DEVICE), atol=1e-5, rtol=0)
+
+
+def test_empty_batch_gives_empty_output():
+    y = kernels.softmax(torch.empty((0, 5), device=DEVICE))
+    assert y.shape == (0, 5)
+
+
+def test_non_tensor_is_a_type_error_naming_x():
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        kernels.softmax([1.0, 2.0])
+
+
+def test_integer_tensor_is_a_type_error():
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        kernels.softmax(torch.arange(4, device=DEVICE))
+
+
+def test_zero_dimensional_tensor_is_a_value_error():
+    with pytest.raises(ValueError, match="at least one dimension"):
+        kernels.softmax(torch.tensor(1.0, device=DEVICE))
+
+
+@pytest.mark.parametrize("block_size", [0, -3, 2.5, True])
+def test_bad_block_size_is_a_value_error(block_size):
+    with pytest.raises(ValueError, match="block_size"):
+        kernels.softmax(_logits((2, 4)), block_size=block_size)
+
+
+def test_unknown_method_is_a_value_error():
+    with pytest.raises(ValueError, match="method"):
+        kernels.softmax(_logits((2, 4)), method="magic")
+
+
+@pytest.mark.skipif(not kernels.INTERPRETED, reason="the cooperative path runs on a GPU")
+def test_cooperative_method_without_gpu_is_a_value_error():
+    with pytest.raises(ValueError, match="needs a GPU"):
+        kernels.softmax(_logits((2, 4)), method="cooperative")
+
+
+@pytest.mark.skipif(not kernels.INTERPRETED, reason="bfloat16 runs on the GPU")
+def test_bfloat16_on_cpu_is_a_type_error_saying_the_interpreter_cannot():
+    with pytest.raises(TypeError, match="interpreter cannot"):
+        kernels.softmax(torch.ones(2, 3, dtype=torch.bfloat16))
+
+
+@pytest.mark.skipif(kernels.INTERPRETED, reason="only a machine with a GPU refuses CPU tensors")
+def test_cpu_tensor_on_a_gpu_machine_is_a_value_error_saying_move_it():
+    with pytest.raises(ValueError, match="move x to the GPU"):
+        kernels.softmax(torch.ones(2, 3))
