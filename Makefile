@@ -18,7 +18,6 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX := _vendor/mathjax/tex-chtml.js
 JOBS ?= 2
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: setup book test test-lib test-notebooks test-book test-browser test-colab execute serve bench-gpu bench-cpu clean
 

@@ -46,7 +46,6 @@ def main() -> int:
         str(p) for p in (ROOT / "chapters").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
     )
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     failed = False
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for path, future in [(p, pool.submit(execute, p)) for p in paths]:

@@ -31,11 +31,14 @@ _SUBMODULES = (
     "attention",
     "physics",
     "alternatives",
+    "large_vocab",
+    "precision",
     "kernels",
     "plotting",
     "notebook",
     "bench",
-    "references",
+    "bench_cpu",
+    "bench_attention",
 )
 
 __all__ = [

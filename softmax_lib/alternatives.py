@@ -81,6 +81,15 @@ def _sum(a):
     return a.sum(-1, keepdim=True) if is_torch(a) else np.sum(a, axis=-1, keepdims=True)
 
 
+def _any(mask):
+    return mask.any(-1, keepdim=True) if is_torch(mask) else np.any(mask, axis=-1, keepdims=True)
+
+
+def _as_dtype(mask, like):
+    """A boolean mask as 0/1 numbers in the dtype of ``like``."""
+    return mask.to(like.dtype) if is_torch(mask) else mask.astype(like.dtype)
+
+
 def _where(cond, a, b):
     if is_torch(cond):
         import torch
@@ -130,12 +139,12 @@ def _shifted(x):
         posinf, nan = np.isposinf(x), np.isnan(x)
 
     def special(p):
-        if bool(posinf.any()):
-            n = _sum(posinf.to(p.dtype) if is_torch(p) else posinf.astype(p.dtype))
-            even = (posinf.to(p.dtype) if is_torch(p) else posinf.astype(p.dtype)) / _where(n > 0, n, 1 + 0 * n)
-            p = _where(n > 0, even, p)
-        if bool(nan.any()):
-            p = _where(nan.any(-1, keepdims=True) if not is_torch(nan) else nan.any(-1, keepdim=True), math.nan * (0 * p + 1), p)
+        if bool(posinf.any()):  # +inf entries share the mass evenly (the limit)
+            count = _sum(_as_dtype(posinf, p))
+            even = _as_dtype(posinf, p) / _where(count > 0, count, 1 + 0 * count)
+            p = _where(count > 0, even, p)
+        if bool(nan.any()):  # a NaN makes its whole slice NaN
+            p = _where(_any(nan), math.nan + 0 * p, p)
         return p
 
     return z, active, special
@@ -151,7 +160,7 @@ def _sorted_active(z, active):
 
 def _support_threshold(cond, candidates):
     """The threshold at the largest ``k`` where ``cond`` holds (a prefix), and ``k``."""
-    kstar = _sum(cond.long() if is_torch(cond) else cond.astype(np.int64))
+    kstar = _sum(cond.long() if is_torch(cond) else cond.astype(np.int64))  # (..., 1)
     index = _where(kstar > 0, kstar - 1, 0 * kstar)
     return _take_last(candidates, index), kstar
 
@@ -166,7 +175,7 @@ def _sparsemax_forward(x):
     cond = valid & (1 + k * s > cumulative)
     total, kstar = _support_threshold(cond, cumulative)
     size = _where(kstar > 0, kstar, 1 + 0 * kstar)
-    tau = (total - 1) / (size.to(s.dtype) if is_torch(size) else size.astype(s.dtype))
+    tau = (total - 1) / _as_dtype(size, s)
     p = _where(active, z - tau, 0 * z)
     p = p.clamp_min(0) if is_torch(p) else np.maximum(p, 0)
     return special(p)
@@ -193,14 +202,14 @@ def _entmax15_forward(x):
 
 
 def _entmax_bisect_forward(x, alpha: float, n_iter: int):
-    r"""alpha-entmax by bisection on the threshold ``tau`` of ``p = [(alpha-1) z - tau]_+^{1/(alpha-1)}``."""
+    r"""alpha-entmax along the last axis: bisection on ``tau`` in ``p = [(alpha-1) z - tau]_+^{1/(alpha-1)}``."""
     z, active, special = _shifted(x)
     z = (alpha - 1) * z  # max over active entries is 0
     power = 1.0 / (alpha - 1)
     # f(tau) = sum p(tau) - 1 decreases in tau; f(-1) >= 0 (the top entry alone gives 1)
     # and f(-n^(1 - alpha)) <= 0 with n finite entries (each is then at most 1/n).
     # Counting only finite entries makes -inf entries change nothing (truncation).
-    n = _sum(active.to(z.dtype) if is_torch(active) else active.astype(z.dtype))
+    n = _sum(_as_dtype(active, z))
     n = _where(n > 0, n, 1 + 0 * n)
     lo = -1.0 + 0 * n
     hi = -(n ** (1 - alpha))
@@ -284,7 +293,9 @@ def _autograd_functions():
             (p,) = ctx.saved_tensors
             return tsallis_backward(p, grad, ctx.alpha), None, None
 
-    _FUNCTIONS.update(sparsemax=SparsemaxFunction, entmax15=Entmax15Function, bisect=EntmaxBisectFunction)
+    _FUNCTIONS.update(
+        sparsemax=SparsemaxFunction, entmax15=Entmax15Function, bisect=EntmaxBisectFunction
+    )
     return _FUNCTIONS
 
 
@@ -312,7 +323,7 @@ def _apply_last_axis(x, axis, numpy_fn, torch_fn, name="x"):
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         out = numpy_fn(flat)
     out = np.moveaxis(out.reshape(moved.shape), range(work.ndim - len(axes), work.ndim), axes)
-    return to_output(np.ascontiguousarray(out), out_dtype)
+    return to_output(np.ascontiguousarray(out) if out.ndim else out, out_dtype)
 
 
 def sparsemax(x, axis=-1):
@@ -422,8 +433,8 @@ def entmax_bisect(x, alpha=1.5, axis=-1, *, n_iter=50):
 
     with :math:`\tau` the root of :math:`\sum_i p_i(\tau) = 1`.  The sum decreases in
     :math:`\tau`, and after shifting :math:`\max_i x_i` to 0 the root lies in
-    :math:`[-1, -n^{1-\alpha}]` for :math:`n` finite entries; ``n_iter`` halvings of that interval are followed by
-    one renormalisation.  :math:`\alpha \to 1^+` approaches softmax (the
+    :math:`[-1, -n^{1-\alpha}]` for :math:`n` finite entries; ``n_iter`` halvings of
+    that interval are followed by one renormalisation.  :math:`\alpha \to 1^+` approaches softmax (the
     :math:`q`-exponential tends to ``exp``), :math:`\alpha = 1.5` is :func:`entmax15`
     and :math:`\alpha = 2` is :func:`sparsemax`.
 
@@ -471,7 +482,8 @@ def _gumbel_noise(work, rng):
         isinstance(rng, (numbers.Integral, np.random.Generator)) or type(rng).__name__ == "Generator"
     ):
         raise TypeError(
-            f"rng must be None, an int seed, a numpy.random.Generator or a torch.Generator, got {type(rng).__name__}"
+            "rng must be None, an int seed, a numpy.random.Generator or a torch.Generator, "
+            f"got {type(rng).__name__}"
         )
     if isinstance(rng, (bool, np.bool_)):
         raise TypeError("rng must be None, an int seed or a generator, got bool")
@@ -485,14 +497,16 @@ def _gumbel_noise(work, rng):
             rng = torch.Generator().manual_seed(int(rng))
         device = rng.device if rng is not None else work.device
         # -log(E) with E ~ Exp(1) is standard Gumbel; clamp guards log(0).
-        exponential = torch.empty(work.shape, dtype=work.dtype, device=device).exponential_(generator=rng)
+        exponential = torch.empty(work.shape, dtype=work.dtype, device=device)
+        exponential.exponential_(generator=rng)
         noise = -exponential.clamp_min(torch.finfo(work.dtype).tiny).log()
         return noise.to(work.device)
     if type(rng).__name__ == "Generator" and not isinstance(rng, np.random.Generator):
         import torch
 
         exponential = torch.empty(work.shape, dtype=torch.float64).exponential_(generator=rng)
-        return (-exponential.clamp_min(np.finfo(np.float64).tiny).log()).numpy().astype(work.dtype)
+        noise = -exponential.clamp_min(np.finfo(np.float64).tiny).log()
+        return noise.numpy().astype(work.dtype)
     generator = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     return generator.gumbel(size=work.shape).astype(work.dtype, copy=False)
 

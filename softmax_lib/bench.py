@@ -22,7 +22,6 @@ import argparse
 import datetime
 import importlib
 import json
-import math
 import pathlib
 import platform
 import socket
@@ -235,7 +234,7 @@ def copy_bandwidth_gbs(nbytes: int = 2**31, dtype=None) -> float:
 # --------------------------------------------------------------------------------------
 
 #: Row lengths measured: powers of two from 256 to 2**20 plus a few irregular ones.
-SOFTMAX_NS = [2**k for k in range(8, 21)] + [781, 3000, 12345, 100_000]
+SOFTMAX_NS = sorted([2**k for k in range(8, 21)] + [781, 12345, 100_000])
 #: Elements per tensor (2**28: 1 GiB in float32), so every row length fills the GPU.
 SOFTMAX_ELEMENTS = 2**28
 
@@ -298,7 +297,7 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
                 impls_b["torch_compile"] = lambda: cb(y, dy)
             for impls, rows, backward, rel in ((impls_f, fwd_rows, False, err), (impls_b, bwd_rows, True, err_b)):
                 nbytes = softmax_bytes(m, n, itemsize, backward=backward)
-                row = {"n": n, "m": m, "relative_error": rel}
+                row = {"n": n, "m": m, "method": fs.choose_method(n), "relative_error": rel}
                 for name, fn in impls.items():
                     try:
                         ms = time_ms(fn, warmup=3, rep=rep)

@@ -265,8 +265,8 @@ def softmax(x, axis=-1, *, temperature=1.0, where=None):
 
     Examples
     --------
-    >>> softmax([1.0, 2.0, 8.0]).round(4)
-    array([0.0009, 0.0025, 0.9966])
+    >>> softmax([1.0, 2.0, 8.0]).round(4).tolist()
+    [0.0009, 0.0025, 0.9966]
     >>> softmax([1000.0, 1.0])  # the naive formula gives nan here
     array([1., 0.])
     """

@@ -186,7 +186,9 @@ class HierarchicalSoftmax(nn.Module):
         return self.log_probs(hidden).exp()
 
 
-def sampled_softmax_loss(hidden, weight, bias, target, proposal, num_samples, *, rng=None, reduction="mean"):
+def sampled_softmax_loss(
+    hidden, weight, bias, target, proposal, num_samples, *, rng=None, reduction="mean"
+):
     r"""Cross-entropy with the normaliser estimated from sampled classes (log-Q correction).
 
     Draws :math:`m` = ``num_samples`` classes :math:`c_1..c_m` i.i.d. from the

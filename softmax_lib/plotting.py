@@ -16,6 +16,7 @@ __all__ = [
     "simplex_grid",
     "draw_simplex",
     "label_bars",
+    "animation_html",
 ]
 
 #: A colour-blind-safe palette (Okabe and Ito, 2008), in the order the book uses it.
@@ -114,3 +115,21 @@ def label_bars(ax, bars, fmt: str = "{:.4f}") -> None:
             va="bottom",
             fontsize=8,
         )
+
+
+def animation_html(animation):
+    """An animation as self-contained HTML for a notebook or the static website.
+
+    ``Animation.to_jshtml`` embeds every frame and a small JavaScript player, so the
+    animation plays on the static site with no kernel.  Matplotlib's player also
+    links a Font Awesome stylesheet from a CDN; the site must work offline (and the
+    browser tests forbid outside requests), so that link is removed: the player's
+    buttons still draw from the page's own icon font.
+    """
+    import re
+
+    from IPython.display import HTML
+
+    html = animation.to_jshtml()
+    html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*"\s*/?>', "", html)
+    return HTML(html)

@@ -258,3 +258,13 @@ def test_gumbel_fully_masked_slice_is_zero_even_when_hard():
         out = gumbel_softmax(x, hard=hard, rng=0)
         assert np.all(out[0] == 0.0)
         np.testing.assert_allclose(out[1].sum(), 1.0)
+
+
+@pytest.mark.parametrize("fn", [sparsemax, entmax15, entmax_bisect])
+def test_scalars_empty_inputs_and_torch_zero_dim_follow_the_core_conventions(fn):
+    out = fn(3.0, axis=None)
+    assert isinstance(out, np.float64) and out == 1.0  # a NumPy scalar, as NumPy reductions give
+    assert fn(torch.tensor(2.0)).shape == () and fn(torch.tensor(2.0)).item() == 1.0
+    assert fn(np.zeros((0, 3))).shape == (0, 3)
+    assert fn(torch.zeros(2, 0)).shape == (2, 0)
+    assert isinstance(fn([1.0, 2.0]), np.ndarray)

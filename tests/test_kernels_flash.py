@@ -121,8 +121,7 @@ def test_explicit_scale_matches_torch_and_zero_scale_averages_values(device):
     assert rel_err(out, ref) < FLOAT32_TOL
     # scale 0: every weight is 1/L, so each query's output is the mean of the values.
     uniform = flash_attention(q, k, v, scale=0.0)
-    torch.testing.assert_close(uniform.cpu(), v.cpu().mean(-2, keepdim=True).expand_as(v),
-                               atol=1e-5, rtol=1e-5)
+    assert rel_err(uniform, v.cpu().mean(-2, keepdim=True).expand_as(v)) < FLOAT32_TOL
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -161,7 +160,9 @@ def test_negative_scale_output_and_gradients_match_explicit_formula(device):
 def test_first_causal_query_returns_the_first_value_exactly(device):
     q, k, v = make_qkv((1, 2, 19, 32), device, seed=8)
     out = flash_attention(q, k, v, causal=True)
-    torch.testing.assert_close(out[..., 0, :], v[..., 0, :], atol=0, rtol=0)
+    # exact on the CPU; on a GPU the float32 product P V runs in TF32 (v rounded to 11 bits)
+    tol = 2.0**-10 if ON_GPU else 0.0
+    torch.testing.assert_close(out[..., 0, :], v[..., 0, :], atol=0, rtol=tol)
 
 
 @pytest.mark.parametrize("device", DEVICES)

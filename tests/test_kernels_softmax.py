@@ -49,6 +49,16 @@ def test_large_irregular_shape_matches_torch():
     _check_forward_backward(_logits(shape), TOL[torch.float32])
 
 
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_persistent_fused_programs_loop_over_every_tile(direction):
+    # float32 rows of 16384 use a persistent grid (fewer programs than tiles) in both passes.
+    n = 16384
+    rows = 12 if DEVICE == "cpu" else 1500
+    grid, tile_rows, *_ = fs._rows_config(n, rows, direction, 4)
+    assert grid * tile_rows < rows
+    _check_forward_backward(_logits((rows, n)), TOL[torch.float32])
+
+
 def test_row_of_length_one_is_one_and_its_gradient_is_zero():
     x = _logits((6, 1)).requires_grad_()
     y = kernels.softmax(x)

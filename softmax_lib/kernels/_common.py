@@ -48,6 +48,27 @@ def exp_shifted(x, m):
 
 
 @triton.jit
+def row_shift(m):
+    """Per-row constants of the fast exponential ``exp2(x * log2(e) - shift)``.
+
+    Returns ``(shift, top)``: ``shift = m * log2(e)`` (0 for an empty row, m = -inf,
+    whose entries are all -inf and give exp2(-inf) = 0), and ``top``, equal to m only
+    when m is +inf (NaN otherwise, so ``x == top`` is never true for a finite row):
+    the +inf entries of such a row get 1, the rest 0 (the limit, as in the core)."""
+    shift = tl.where((m == float("-inf")) | (m == float("inf")), 0.0, m * 1.4426950408889634)
+    top = tl.where(m == float("inf"), m, float("nan"))
+    return shift, top
+
+
+@triton.jit
+def exp_rows(x, shift, top):
+    """exp(x - m) for a tile, from :func:`row_shift`'s per-row constants: one fused
+    multiply-add and one ``ex2`` per entry (the special-function unit's instruction)."""
+    e = tl.math.exp2(x * 1.4426950408889634 - shift)
+    return tl.where(x == top, 1.0, tl.where(top == top, 0.0, e))
+
+
+@triton.jit
 def reciprocal(d):
     """1 / d, and 0 for an empty row (d == 0); a NaN stays NaN."""
     return tl.where(d == 0.0, 0.0, 1.0 / d)

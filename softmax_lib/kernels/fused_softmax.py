@@ -33,14 +33,14 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
-from ._common import exp_shifted, reciprocal, row_max, row_sum
+from ._common import exp_rows, reciprocal, row_max, row_shift, row_sum
 from .long_rows import COOPERATIVE_BLOCK, backward_long, forward_long
 
 __all__ = ["softmax", "softmax_forward", "softmax_backward", "choose_method"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Longest row one program holds on chip (entries); longer rows are split (GPU).
-MAX_FUSED = 16384
+MAX_FUSED = 32768
 
 
 # --------------------------------------------------------------------------------------
@@ -49,22 +49,36 @@ MAX_FUSED = 16384
 
 
 @triton.jit
-def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y,
-                  ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr):
+def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)  # (ROWS,)
     cols = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
-    # Tiles of ROWS rows; with fewer programs than tiles each program is persistent and
-    # the compiler overlaps the next tile's loads with this tile's arithmetic.
+    mask = (rows[:, None] < M) & (cols[None, :] < N)  # (ROWS, BLOCK_N)
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=float("-inf"),
+                eviction_policy="evict_first").to(tl.float32)  # the only read of x: MN elements
+    m = row_max(x, 1)  # (ROWS,) the row maximum, never leaves the chip
+    shift, top = row_shift(m)  # (ROWS,) per-row constants of exp(x - m)
+    e = exp_rows(x, shift[:, None], top[:, None])  # (ROWS, BLOCK_N)
+    inv_d = reciprocal(row_sum(e, 1))  # (ROWS,) 1 / normaliser
+    y = e * inv_d[:, None]
+    tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty),
+             mask=mask)  # the only write: MN elements
+
+
+@triton.jit
+def _forward_rows_persistent(x_ptr, y_ptr, M, N, stride_x, stride_y,
+                             ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr):
+    # The same tile, but fewer programs than tiles: each loops over tiles pid, pid + grid, ...
+    # and the compiler issues the next tile's loads while this tile is being computed.
+    cols = tl.arange(0, BLOCK_N)
     for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
-        rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)  # (ROWS,)
-        mask = (rows[:, None] < M) & (cols[None, :] < N)  # (ROWS, BLOCK_N)
+        rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        mask = (rows[:, None] < M) & (cols[None, :] < N)
         x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=float("-inf"),
-                    eviction_policy="evict_first").to(tl.float32)  # read x once: MN elements
-        m = row_max(x, 1)  # (ROWS,) the row maximum, never leaves the chip
-        e = exp_shifted(x, m[:, None])
-        inv_d = reciprocal(row_sum(e, 1))  # (ROWS,) 1 / normaliser
-        y = e * inv_d[:, None]
-        tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty),
-                 mask=mask)  # write y once: MN elements
+                    eviction_policy="evict_first").to(tl.float32)
+        shift, top = row_shift(row_max(x, 1))
+        e = exp_rows(x, shift[:, None], top[:, None])
+        y = e * reciprocal(row_sum(e, 1))[:, None]
+        tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -88,26 +102,30 @@ def _backward_rows(y_ptr, dy_ptr, dx_ptr, M, N, stride_y, stride_dy, stride_dx,
 # --------------------------------------------------------------------------------------
 
 
-#: Fused-path settings per row length, measured on an H200 (see Chapter 8):
-#: (largest N, entries per program, num_warps, num_stages, programs per SM or 0).
-#: 0 programs per SM: one program per tile (not persistent).
-FUSED_CONFIGS = [
-    (4096, 8192, 16, 1, 0),
-    (MAX_FUSED, 16384, 16, 1, 0),
-]
+#: Fused-path settings, measured on an H200 (Chapter 8), per direction and bytes per
+#: entry: rows of up to N entries -> (entries per program, num_warps, num_stages,
+#: programs per SM).  0 programs per SM: one program per tile; otherwise the grid is
+#: persistent, each program looping over tiles with the next tile's loads in flight.
+FUSED_CONFIGS = {
+    ("forward", 4): [(8192, 8192, 16, 1, 0), (16384, 16384, 4, 2, 8), (32768, 32768, 16, 2, 2)],
+    ("forward", 2): [(8192, 8192, 16, 1, 0), (32768, 32768, 32, 1, 0)],
+    ("backward", 4): [(16384, 16384, 16, 2, 2), (32768, 32768, 8, 2, 4)],
+    ("backward", 2): [(8192, 8192, 16, 2, 2), (32768, 32768, 8, 2, 4)],
+}
 
 
-def _rows_config(n: int, grid_rows: int):
+def _rows_config(n: int, grid_rows: int, direction: str = "forward", itemsize: int = 4):
     """(grid, ROWS, BLOCK_N, num_warps, num_stages) of the fused path for rows of ``n``."""
     block_n = triton.next_power_of_2(n)
-    for largest, elements, warps, stages, per_sm in FUSED_CONFIGS:
-        if n <= largest:
-            break
+    table = FUSED_CONFIGS[(direction, 4 if itemsize >= 4 else 2)]
+    config = next((c for c in table if n <= c[0]), table[-1])
+    _, elements, warps, stages, per_sm = config
     rows = max(1, min(128, elements // block_n))
     tiles = triton.cdiv(grid_rows, rows)
     grid = tiles
-    if per_sm and not INTERPRETED:
-        grid = min(tiles, per_sm * torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count)
+    if per_sm:  # persistent: as many programs as fit at once (the interpreter: a few, to test the loop)
+        sms = 1 if INTERPRETED else torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+        grid = min(tiles, per_sm * sms)
     return grid, rows, block_n, warps, stages
 
 
@@ -167,9 +185,13 @@ def softmax_forward(x: torch.Tensor, *, block_size: int | None = None, method: s
     if y2.numel() == 0:
         return y2.reshape(x.shape)
     if method == "fused":
-        grid, rows, block_n, warps, stages = _rows_config(n, x2.shape[0])
-        _forward_rows[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0),
-                               ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
+        grid, rows, block_n, warps, stages = _rows_config(n, x2.shape[0], "forward", x.element_size())
+        if grid * rows >= x2.shape[0]:  # one tile per program
+            _forward_rows[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0),
+                                   ROWS=rows, BLOCK_N=block_n, num_warps=warps)
+        else:
+            _forward_rows_persistent[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0), ROWS=rows,
+                                              BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
     else:
         forward_long(x2, y2, method, _segment(n, block_size, method))
     return y2.reshape(x.shape)
@@ -185,7 +207,7 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, block_size: int | Non
     if dx2.numel() == 0:
         return dx2.reshape(y.shape)
     if method == "fused":
-        grid, rows, block_n, warps, stages = _rows_config(n, y2.shape[0])
+        grid, rows, block_n, warps, stages = _rows_config(n, y2.shape[0], "backward", y.element_size())
         _backward_rows[(grid,)](y2, dy2, dx2, y2.shape[0], n, y2.stride(0), dy2.stride(0), dx2.stride(0),
                                 ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
     else:

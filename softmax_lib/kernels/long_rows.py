@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import exp_shifted, reciprocal, row_max, row_sum
+from ._common import exp_rows, exp_shifted, reciprocal, row_max, row_shift, row_sum
 
 __all__ = ["forward_long", "backward_long", "cooperative_programs"]
 
@@ -174,15 +174,17 @@ def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N, stride_x, 
         x = tl.load(x_ptr + row64 * stride_x + cols, mask=mask, other=float("-inf"),
                     eviction_policy="evict_first").to(tl.float32)
         m_s = row_max(x, 0)
+        shift, top = row_shift(m_s)
         tl.store(m_ptr + row64 * SEGMENTS + seg, m_s)
-        tl.store(d_ptr + row64 * SEGMENTS + seg, row_sum(exp_shifted(x, m_s), 0))
+        tl.store(d_ptr + row64 * SEGMENTS + seg, row_sum(exp_rows(x, shift, top), 0))
         _wait_for_row(count_ptr + row, SEGMENTS)
         m_all = tl.load(m_ptr + row64 * SEGMENTS + parts, mask=parts < SEGMENTS, other=float("-inf"),
                         volatile=True)
         d_all = tl.load(d_ptr + row64 * SEGMENTS + parts, mask=parts < SEGMENTS, other=0.0, volatile=True)
         m = row_max(m_all, 0)  # the online rule over all partials of the row
         inv_d = reciprocal(row_sum(d_all * exp_shifted(m_all, m), 0))
-        y = exp_shifted(x, m) * inv_d  # x never left the registers
+        shift, top = row_shift(m)
+        y = exp_rows(x, shift, top) * inv_d  # x never left the registers
         tl.store(y_ptr + row64 * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -213,8 +215,8 @@ def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_
 # --------------------------------------------------------------------------------------
 
 #: Segment length and warps of the cooperative path (entries held per program).
-COOPERATIVE_BLOCK = 8192
-COOPERATIVE_WARPS = 8
+COOPERATIVE_BLOCK = 4096
+COOPERATIVE_WARPS = 4
 
 
 def _warps(block_n: int) -> int:
