@@ -27,6 +27,7 @@ def in_colab() -> bool:
 
 def setup(seed: int = 0) -> np.random.Generator:
     """Style, print options and seeds for a chapter notebook; returns a Generator."""
+    _inline_figures()
     use_book_style()
     np.set_printoptions(precision=4, suppress=False, linewidth=88)
     torch = sys.modules.get("torch")
@@ -37,7 +38,20 @@ def setup(seed: int = 0) -> np.random.Generator:
             torch = None
     if torch is not None:
         torch.manual_seed(seed)
+        # The book's tensors are small: one thread is faster than several fighting over
+        # two cores (CI runs two notebooks at once), and results do not depend on it.
+        torch.set_num_threads(1)
     return np.random.default_rng(seed)
+
+
+def _inline_figures() -> None:
+    """Inside IPython, make sure figures are shown inline whatever MPLBACKEND says."""
+    try:
+        ip = get_ipython()  # type: ignore[name-defined]  # noqa: F821
+    except NameError:
+        return
+    if ip is not None and hasattr(ip, "kernel"):
+        ip.run_line_magic("matplotlib", "inline")
 
 
 def glue(name: str, value: Any, display: bool = False) -> Any:
