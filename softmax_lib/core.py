@@ -290,6 +290,31 @@ def softmax(x, axis=-1, *, temperature=1.0, where=None):
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _numpy_log_fast(x: np.ndarray, axes, temperature: float):
+    """``(z, log normaliser, max)`` when every slice has a finite max, else None.
+
+    The same log1p arithmetic as the general path, with fewer passes and in-place
+    updates: the maxima (exactly 1 after the shift) are counted and zeroed out of
+    the exponentials before the rest is summed.
+    """
+    if x.size == 0:
+        return None
+    with np.errstate(over="ignore", under="ignore"):
+        m = np.maximum.reduce(x, axis=axes, keepdims=True)
+        if not np.isfinite(m).all():
+            return None
+        z = np.subtract(x, m, out=np.empty_like(x))
+        if temperature != 1.0:
+            z /= temperature
+        e = np.exp(z, out=np.empty_like(z))
+        is_max = z == 0
+        n_max = np.add.reduce(is_max, axis=axes, keepdims=True, dtype=x.dtype)
+        np.putmask(e, is_max, 0.0)
+        rest = np.add.reduce(e, axis=axes, keepdims=True)
+        lognorm = np.log1p((n_max - 1) + rest)
+    return z, lognorm, m
+
+
 def _numpy_softmax_fast(x: np.ndarray, axes, temperature: float):
     """The common case (every slice has a finite max): three passes, in place."""
     if x.size == 0:
@@ -325,6 +350,12 @@ def log_softmax(x, axis=-1, *, temperature=1.0, where=None):
     array([   0., -999.])
     """
     work, out_dtype, axes, temperature, mask = _setup(x, axis, temperature, where)
+    if not is_torch(work) and mask is None:
+        fast = _numpy_log_fast(work, axes, temperature)
+        if fast is not None:
+            z, lognorm, _ = fast
+            z -= lognorm
+            return to_output(z, out_dtype)
     s = _slices(work, axes, temperature, mask)
     out = s.z - s.lognorm
 
@@ -375,6 +406,14 @@ def logsumexp(x, axis=-1, *, keepdims=False, where=None):
     if not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"keepdims must be a bool, got {type(keepdims).__name__}")
     work, out_dtype, axes, _, mask = _setup(x, axis, 1.0, where)
+    if not is_torch(work) and mask is None:
+        fast = _numpy_log_fast(work, axes, 1.0)
+        if fast is not None:
+            _, lognorm, m = fast
+            out = m + lognorm
+            if not keepdims:
+                out = np.squeeze(out, axis=axes)
+            return to_output(out, out_dtype)
     s = _slices(work, axes, 1.0, mask)
     out = s.m + s.lognorm
     out = _where(s.has_finite, out, -math.inf)
