@@ -90,6 +90,10 @@ def _as_dtype(mask, like):
     return mask.to(like.dtype) if is_torch(mask) else mask.astype(like.dtype)
 
 
+def _zeros_like(a):
+    return a.new_zeros(a.shape) if is_torch(a) else np.zeros_like(a)
+
+
 def _where(cond, a, b):
     if is_torch(cond):
         import torch
@@ -119,23 +123,25 @@ def _shifted(x):
     """Split a slice into the finite part and the special entries.
 
     Returns ``(z, active, special)``: ``z = x - max(finite x)`` on finite entries and
-    0 elsewhere, ``active`` marks finite entries, and ``special`` is a function that
-    applies the +inf / NaN / empty-slice rules to a result ``p``.
+    0 elsewhere, ``active`` marks finite entries (``None`` when every entry is finite:
+    the common case skips all masking), and ``special`` applies the +inf / NaN rules
+    to a result ``p``.
     """
+    finite = x.isfinite() if is_torch(x) else np.isfinite(x)
+    if bool(finite.all()):
+        m = x.amax(-1, keepdim=True).detach() if is_torch(x) else np.max(x, axis=-1, keepdims=True)
+        return x - m, None, lambda p: p
     if is_torch(x):
         import torch
 
-        active = torch.isfinite(x)
-        neg_inf = torch.full_like(x, -math.inf)
-        m = torch.where(active, x, neg_inf).amax(-1, keepdim=True).detach()
+        m = torch.where(finite, x, torch.full_like(x, -math.inf)).amax(-1, keepdim=True).detach()
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        z = torch.where(active, x - m, torch.zeros_like(x))
+        z = torch.where(finite, x - m, torch.zeros_like(x))
         posinf, nan = torch.isposinf(x), torch.isnan(x)
     else:
-        active = np.isfinite(x)
-        m = np.max(np.where(active, x, -np.inf), axis=-1, keepdims=True, initial=-np.inf)
+        m = np.max(np.where(finite, x, -np.inf), axis=-1, keepdims=True, initial=-np.inf)
         m = np.where(np.isfinite(m), m, 0.0).astype(x.dtype)
-        z = np.where(active, x - m, 0.0).astype(x.dtype)
+        z = np.where(finite, x - m, 0.0).astype(x.dtype)
         posinf, nan = np.isposinf(x), np.isnan(x)
 
     def special(p):
@@ -147,15 +153,21 @@ def _shifted(x):
             p = _where(_any(nan), math.nan + 0 * p, p)
         return p
 
-    return z, active, special
+    return z, finite, special
+
+
+def _masked(active, a):
+    """``a`` where ``active``, 0 elsewhere (``active=None``: everything is active)."""
+    return a if active is None else _where(active, a, _zeros_like(a))
 
 
 def _sorted_active(z, active):
     """Sorted (descending) values, with inactive entries last and set to 0, and their mask."""
-    key = _where(active, z, -math.inf + 0 * z)
-    key = _sort_desc(key)
+    if active is None:
+        return _sort_desc(z), True
+    key = _sort_desc(_where(active, z, -math.inf + 0 * z))
     valid = key > -math.inf
-    return _where(valid, key, 0 * key), valid
+    return _where(valid, key, _zeros_like(key)), valid
 
 
 def _support_threshold(cond, candidates):
@@ -176,7 +188,7 @@ def _sparsemax_forward(x):
     total, kstar = _support_threshold(cond, cumulative)
     size = _where(kstar > 0, kstar, 1 + 0 * kstar)
     tau = (total - 1) / _as_dtype(size, s)
-    p = _where(active, z - tau, 0 * z)
+    p = _masked(active, z - tau)
     p = p.clamp_min(0) if is_torch(p) else np.maximum(p, 0)
     return special(p)
 
@@ -196,7 +208,7 @@ def _entmax15_forward(x):
     tau_k = mean - (delta.sqrt() if is_torch(delta) else np.sqrt(delta))
     cond = valid & (tau_k <= s)
     tau, _ = _support_threshold(cond, tau_k)
-    p = _where(active, z - tau, 0 * z)
+    p = _masked(active, z - tau)
     p = p.clamp_min(0) if is_torch(p) else np.maximum(p, 0)
     return special(p * p)
 
@@ -209,13 +221,16 @@ def _entmax_bisect_forward(x, alpha: float, n_iter: int):
     # f(tau) = sum p(tau) - 1 decreases in tau; f(-1) >= 0 (the top entry alone gives 1)
     # and f(-n^(1 - alpha)) <= 0 with n finite entries (each is then at most 1/n).
     # Counting only finite entries makes -inf entries change nothing (truncation).
-    n = _sum(_as_dtype(active, z))
-    n = _where(n > 0, n, 1 + 0 * n)
+    if active is None:
+        n = x.shape[-1] + 0 * _sum(z[..., :1])
+    else:
+        n = _sum(_as_dtype(active, z))
+        n = _where(n > 0, n, 1 + 0 * n)
     lo = -1.0 + 0 * n
     hi = -(n ** (1 - alpha))
 
     def mass(tau):
-        p = _where(active, z - tau, 0 * z)
+        p = _masked(active, z - tau)
         p = p.clamp_min(0) if is_torch(p) else np.maximum(p, 0)
         return p**power
 

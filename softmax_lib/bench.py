@@ -291,6 +291,7 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
             impls_b = {"triton": lambda: fs.softmax_backward(y, dy),
                        "torch": lambda: _torch_softmax_backward(y, dy)}
             if with_compile:
+                torch._dynamo.reset()  # a fresh compile for this shape, not a recompile-limit fallback
                 cf = torch.compile(lambda t: torch.softmax(t, -1), dynamic=False)
                 cb = torch.compile(_reference_backward, dynamic=False)
                 impls_f["torch_compile"] = lambda: cf(x)

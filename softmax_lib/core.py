@@ -276,8 +276,8 @@ def softmax(x, axis=-1, *, temperature=1.0, where=None):
         if fast is not None:
             return fast
     work, out_dtype, axes, temperature, mask = _setup(x, axis, temperature, where)
-    if not is_torch(work) and mask is None:
-        fast = _numpy_softmax_fast(work, axes, temperature)
+    if mask is None:
+        fast = (_torch_softmax_fast if is_torch(work) else _numpy_softmax_fast)(work, axes, temperature)
         if fast is not None:
             return to_output(fast, out_dtype)
     s = _slices(work, axes, temperature, mask)
@@ -288,6 +288,22 @@ def softmax(x, axis=-1, *, temperature=1.0, where=None):
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _torch_softmax_fast(x, dim: int, temperature: float):
+    """torch's own fused softmax when every slice has a finite (scaled) max, else None.
+
+    Such slices hold only finite and ``-inf`` entries, where ``torch.softmax`` and the
+    general path agree; torch's kernel and its backward are much faster on CPU.
+    """
+    if x.ndim == 0 or x.numel() == 0:
+        return None
+    import torch
+
+    scaled = x if temperature == 1.0 else x / temperature
+    if not bool(torch.isfinite(scaled.detach().amax(dim)).all()):
+        return None
+    return torch.softmax(scaled, dim)
 
 
 def _numpy_log_fast(x: np.ndarray, axes, temperature: float):

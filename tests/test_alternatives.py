@@ -268,3 +268,11 @@ def test_scalars_empty_inputs_and_torch_zero_dim_follow_the_core_conventions(fn)
     assert fn(np.zeros((0, 3))).shape == (0, 3)
     assert fn(torch.zeros(2, 0)).shape == (2, 0)
     assert isinstance(fn([1.0, 2.0]), np.ndarray)
+
+
+def test_gumbel_nan_slice_is_nan_and_tuple_axes_give_one_hot_over_all_of_them():
+    out = gumbel_softmax(np.array([[np.nan, 1.0], [0.0, 1.0]]), hard=True, rng=0)
+    assert np.all(np.isnan(out[0])) and out[1].sum() == 1.0
+    hard = gumbel_softmax(np.zeros((3, 4, 5)), hard=True, axis=(0, 2), rng=1)
+    np.testing.assert_array_equal(hard.sum(axis=(0, 2)), np.ones(4))
+    assert set(np.unique(hard)) == {0.0, 1.0}

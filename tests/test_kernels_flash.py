@@ -258,3 +258,14 @@ def test_kernel_source_excerpt_starts_and_stops_at_the_markers():
     lines = text.splitlines()
     assert "m_new = tl.maximum" in lines[0] and "m_i = m_new" in lines[-1]
     assert flash.kernel_source(flash._attn_fwd).lstrip().startswith("@triton.jit")
+
+
+def test_attention_flops_counts_two_matrix_products_and_halves_for_causal():
+    from softmax_lib.bench_attention import attention_flops
+
+    B, H, L, d = 2, 3, 64, 16
+    # Q K^T and P V: each (L x d) @ (d x L)-shaped product costs 2 * L * L * d FLOPs
+    assert attention_flops(B, H, L, d) == B * H * 2 * (2 * L * L * d)
+    assert attention_flops(B, H, L, d, causal=True) == attention_flops(B, H, L, d) / 2
+    # backward: five products against the forward's two -> 2.5x, so 3.5x in total
+    assert attention_flops(B, H, L, d, backward=True) == 3.5 * attention_flops(B, H, L, d)

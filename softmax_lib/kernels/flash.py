@@ -126,16 +126,17 @@ def _attn_fwd(Q, K, V, O, LSE, Kd, Vd, L, qk_scale,
         # Blocks left of the diagonal: every key visible, no mask.  Blocks right of
         # it are never visited (that is the saving).  The diagonal gets the mask.
         diag = start_m * BLOCK_M
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, 0, diag,
-                                   HEAD_DIM, BLOCK_N, 0, USE_TMA)
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, diag,
-                                   tl.minimum(diag + BLOCK_M, L), HEAD_DIM, BLOCK_N, 2, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
+                                   0, diag, HEAD_DIM, BLOCK_N, 0, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
+                                   diag, tl.minimum(diag + BLOCK_M, L), HEAD_DIM, BLOCK_N, 2,
+                                   USE_TMA)
     else:
         full = (L // BLOCK_N) * BLOCK_N
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, 0, full,
-                                   HEAD_DIM, BLOCK_N, 0, USE_TMA)
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, full, L,
-                                   HEAD_DIM, BLOCK_N, 1, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
+                                   0, full, HEAD_DIM, BLOCK_N, 0, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
+                                   full, L, HEAD_DIM, BLOCK_N, 1, USE_TMA)
     acc = acc / l_i[:, None]
     tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty),
              mask=row_ok)
@@ -374,15 +375,13 @@ def _prune_for(kernel):
 if INTERPRETED:
     _fwd_tuned = _dkdv_tuned = _dq_tuned = None
 else:  # pragma: no cover - needs a GPU
-    _KEY = ["L", "HEAD_DIM", "CAUSAL", "USE_TMA"]
-    _fwd_tuned = triton.autotune(_configs("fwd"), key=_KEY,
-                                 prune_configs_by={"early_config_prune": _prune_for("fwd")})(_attn_fwd)
-    _KEY = ["L", "HEAD_DIM", "CAUSAL"]
-    _dkdv_tuned = triton.autotune(_configs("dkdv"), key=_KEY,
-                                  prune_configs_by={"early_config_prune": _prune_for("dkdv")})(
-        _attn_bwd_dkdv)
-    _dq_tuned = triton.autotune(_configs("dq"), key=_KEY,
-                                prune_configs_by={"early_config_prune": _prune_for("dq")})(_attn_bwd_dq)
+    def _tuned(kernel, jit_fn, key):
+        prune = {"early_config_prune": _prune_for(kernel)}
+        return triton.autotune(_configs(kernel), key=key, prune_configs_by=prune)(jit_fn)
+
+    _fwd_tuned = _tuned("fwd", _attn_fwd, ["L", "HEAD_DIM", "CAUSAL", "USE_TMA"])
+    _dkdv_tuned = _tuned("dkdv", _attn_bwd_dkdv, ["L", "HEAD_DIM", "CAUSAL"])
+    _dq_tuned = _tuned("dq", _attn_bwd_dq, ["L", "HEAD_DIM", "CAUSAL"])
 
 
 def _autotuned(q):

@@ -214,8 +214,9 @@ def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_
 # Launchers
 # --------------------------------------------------------------------------------------
 
-#: Segment length and warps of the cooperative path (entries held per program).
-COOPERATIVE_BLOCK = 4096
+#: Bytes of storage per segment of the cooperative path (4096 float32 or 8192 bfloat16
+#: entries), and its warps per program: measured on an H200 (Chapter 9).
+COOPERATIVE_SEGMENT_BYTES = 16384
 COOPERATIVE_WARPS = 4
 
 
