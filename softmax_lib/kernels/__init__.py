@@ -3,8 +3,10 @@
 On a machine with a CUDA GPU the kernels are compiled for it.  On a machine without
 one they run on CPU tensors through Triton's interpreter: importing this package
 sets ``TRITON_INTERPRET=1`` before any kernel is defined, so there is nothing for
-the user to set.  (Triton reads the variable when a kernel is decorated, so this
-works even when triton itself was imported earlier.)
+the user to set.  Triton reads the variable when a function is decorated; its own
+``triton.language`` helpers are decorated when triton is first imported, so the
+kernels here avoid calling those helpers (see ``_common.py``) and work on the
+interpreter even when triton was imported before this package.
 """
 
 from __future__ import annotations
