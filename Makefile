@@ -56,9 +56,8 @@ test-notebooks: setup
 # nbval has just executed every notebook and matched the stored outputs, so the test
 # build renders those outputs instead of executing everything a second time.
 test-book: setup
-	mkdir -p _build
-	sed 's/execute_notebooks: force/execute_notebooks: "off"/' _config.yml > _build/_config.test.yml
-	$(JB) build . -W -n --keep-going --config _build/_config.test.yml
+	sed 's/execute_notebooks: force/execute_notebooks: "off"/' _config.yml > .config-test.yml
+	$(JB) build . -W -n --keep-going --config .config-test.yml; status=$$?; rm -f .config-test.yml; exit $$status
 
 test-browser: setup
 	@if [ -f tests/test_site_browser.py ]; then $(PY) -m pytest -q tests/test_site_browser.py; fi
