@@ -22,6 +22,7 @@ __all__ = [
     "as_float_array",
     "check_temperature",
     "check_positive_int",
+    "as_bool_mask",
     "prepare_where",
     "normalize_numpy_axis",
     "check_torch_dim",
@@ -101,39 +102,45 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def as_bool_mask(mask: Any, like, name: str = "where", meaning: str = ""):
+    """``mask`` as a boolean array of the same kind (and device) as ``like``.
+
+    ``TypeError`` naming ``name`` for a non-boolean mask; ``meaning`` is added to
+    the message (e.g. ``" (True = may attend)"``).
+    """
+    if is_torch(like):
+        import torch
+
+        if not is_torch(mask):
+            arr = np.asarray(mask)
+            if arr.dtype.kind != "b":
+                raise TypeError(f"{name} must be a boolean mask{meaning}, got dtype {arr.dtype}")
+            mask = torch.from_numpy(arr)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{name} must be a boolean mask{meaning}, got dtype {mask.dtype}")
+        return mask.to(like.device)
+    if is_torch(mask):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
+    if mask.dtype.kind != "b":
+        raise TypeError(f"{name} must be a boolean mask{meaning}, got dtype {mask.dtype}")
+    return mask
+
+
 def prepare_where(where: Any, x, name: str = "where"):
     """Broadcast a boolean mask to ``x``'s shape (numpy or torch, matching ``x``)."""
     if where is None:
         return None
-    if is_torch(x):
-        import torch
-
-        if is_torch(where):
-            mask = where
-        else:
-            arr = np.asarray(where)
-            if arr.dtype.kind != "b":
-                raise TypeError(f"{name} must be a boolean mask, got dtype {arr.dtype}")
-            mask = torch.from_numpy(arr)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"{name} must be a boolean mask, got dtype {mask.dtype}")
-        mask = mask.to(x.device)
-        try:
-            return torch.broadcast_to(mask, x.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"{name} of shape {tuple(mask.shape)} does not broadcast to x's shape {tuple(x.shape)}"
-            ) from None
-    if is_torch(where):
-        where = where.detach().cpu().numpy()
-    mask = np.asarray(where)
-    if mask.dtype.kind != "b":
-        raise TypeError(f"{name} must be a boolean mask, got dtype {mask.dtype}")
+    mask = as_bool_mask(where, x, name)
     try:
+        if is_torch(x):
+            import torch
+
+            return torch.broadcast_to(mask, x.shape)
         return np.broadcast_to(mask, x.shape)
-    except ValueError:
+    except (RuntimeError, ValueError):
         raise ValueError(
-            f"{name} of shape {mask.shape} does not broadcast to x's shape {x.shape}"
+            f"{name} of shape {tuple(mask.shape)} does not broadcast to x's shape {tuple(x.shape)}"
         ) from None
 
 

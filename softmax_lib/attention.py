@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._array import as_float_array, check_positive_int, check_temperature, is_torch, to_output
+from ._array import as_bool_mask, as_float_array, check_positive_int, check_temperature, is_torch, to_output
 from .core import softmax
 
 __all__ = [
@@ -94,23 +94,7 @@ def _check_mask(mask: Any, like):
     """``mask`` as a boolean array of the same kind (and device) as ``like``."""
     if mask is None:
         return None
-    if is_torch(like):
-        import torch
-
-        if not is_torch(mask):
-            arr = np.asarray(mask)
-            if arr.dtype.kind != "b":
-                raise TypeError(f"mask must be boolean (True = may attend), got dtype {arr.dtype}")
-            mask = torch.from_numpy(arr)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
-        return mask.to(like.device)
-    if is_torch(mask):
-        mask = mask.detach().cpu().numpy()
-    mask = np.asarray(mask)
-    if mask.dtype.kind != "b":
-        raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
-    return mask
+    return as_bool_mask(mask, like, "mask", " (True = may attend)")
 
 
 def causal_mask(lq: int, lk: int | None = None, *, like=None):

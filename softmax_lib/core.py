@@ -306,13 +306,8 @@ def _torch_softmax_fast(x, dim: int, temperature: float):
     return torch.softmax(scaled, dim)
 
 
-def _numpy_log_fast(x: np.ndarray, axes, temperature: float):
-    """``(z, log normaliser, max)`` when every slice has a finite max, else None.
-
-    The same log1p arithmetic as the general path, with fewer passes and in-place
-    updates: the maxima (exactly 1 after the shift) are counted and zeroed out of
-    the exponentials before the rest is summed.
-    """
+def _numpy_shifted(x: np.ndarray, axes, temperature: float):
+    """``((x - max) / T, max)`` when every slice has a finite max, else None."""
     if x.size == 0:
         return None
     with np.errstate(over="ignore", under="ignore"):
@@ -322,6 +317,21 @@ def _numpy_log_fast(x: np.ndarray, axes, temperature: float):
         z = np.subtract(x, m, out=np.empty_like(x))
         if temperature != 1.0:
             z /= temperature
+    return z, m
+
+
+def _numpy_log_fast(x: np.ndarray, axes, temperature: float):
+    """``(z, log normaliser, max)`` when every slice has a finite max, else None.
+
+    The same log1p arithmetic as the general path, with fewer passes and in-place
+    updates: the maxima (exactly 1 after the shift) are counted and zeroed out of
+    the exponentials before the rest is summed.
+    """
+    shifted = _numpy_shifted(x, axes, temperature)
+    if shifted is None:
+        return None
+    z, m = shifted
+    with np.errstate(over="ignore", under="ignore"):
         e = np.exp(z, out=np.empty_like(z))
         is_max = z == 0
         n_max = np.add.reduce(is_max, axis=axes, keepdims=True, dtype=x.dtype)
@@ -333,15 +343,11 @@ def _numpy_log_fast(x: np.ndarray, axes, temperature: float):
 
 def _numpy_softmax_fast(x: np.ndarray, axes, temperature: float):
     """The common case (every slice has a finite max): three passes, in place."""
-    if x.size == 0:
+    shifted = _numpy_shifted(x, axes, temperature)
+    if shifted is None:
         return None
+    z, _ = shifted
     with np.errstate(over="ignore", under="ignore"):
-        m = np.maximum.reduce(x, axis=axes, keepdims=True)
-        if not np.isfinite(m).all():
-            return None
-        z = np.subtract(x, m, out=np.empty_like(x))
-        if temperature != 1.0:
-            z /= temperature
         np.exp(z, out=z)
         z /= np.add.reduce(z, axis=axes, keepdims=True)
     return z
