@@ -34,7 +34,7 @@ import triton.language as tl
 
 from . import INTERPRETED
 from ._common import exp_rows, reciprocal, row_max, row_shift, row_sum
-from .long_rows import COOPERATIVE_SEGMENT_BYTES, backward_long, forward_long
+from .long_rows import backward_long, cooperative_config, forward_long
 
 __all__ = ["softmax", "softmax_forward", "softmax_backward", "choose_method"]
 
@@ -110,8 +110,8 @@ FUSED_CONFIGS = {
     ("forward", 4): [(4096, 8192, 16, 1, 0), (8192, 8192, 16, 2, 2), (16384, 16384, 4, 2, 8),
                      (32768, 32768, 16, 2, 2)],
     ("forward", 2): [(512, 8192, 16, 1, 0), (2048, 4096, 8, 1, 0), (8192, 8192, 16, 1, 0),
-                     (16384, 16384, 32, 1, 0), (32768, 32768, 32, 1, 0)],
-    ("backward", 4): [(16384, 16384, 16, 2, 2), (32768, 32768, 32, 1, 0)],
+                     (16384, 16384, 32, 1, 0), (32768, 32768, 16, 3, 1)],
+    ("backward", 4): [(16384, 16384, 16, 2, 2), (32768, 32768, 8, 1, 0)],
     ("backward", 2): [(8192, 8192, 16, 2, 2), (32768, 32768, 8, 2, 4)],
 }
 
@@ -139,7 +139,7 @@ def choose_method(n: int, block_size: int | None = None) -> str:
 
     Rows up to ``block_size`` entries (default ``MAX_FUSED``) are ``"fused"``: one
     program holds a whole row.  Longer rows are cut into segments of ``block_size``
-    (default: 16 KB of storage, ``long_rows.COOPERATIVE_SEGMENT_BYTES``): ``"cooperative"`` on a GPU, ``"split"``
+    (default: ``long_rows.COOPERATIVE_CONFIGS``): ``"cooperative"`` on a GPU, ``"split"``
     (two launches, the interpreter can run it) without one.
     """
     limit = MAX_FUSED if block_size is None else block_size
@@ -148,11 +148,12 @@ def choose_method(n: int, block_size: int | None = None) -> str:
     return "split" if INTERPRETED else "cooperative"
 
 
-def _segment(n: int, block_size: int | None, method: str, itemsize: int = 4) -> int:
+def _segment(n: int, block_size: int | None, method: str, itemsize: int = 4,
+             direction: str = "forward") -> int:
     """Entries per segment (a power of two) for the long-row paths."""
     if block_size is None:
         if method == "cooperative":
-            block_size = COOPERATIVE_SEGMENT_BYTES // itemsize
+            block_size = cooperative_config(direction, itemsize)[0] // itemsize
         else:
             block_size = 4096 if method == "looped" else MAX_FUSED
     return triton.next_power_of_2(min(block_size, n))
@@ -198,7 +199,7 @@ def softmax_forward(x: torch.Tensor, *, block_size: int | None = None, method: s
             _forward_rows_persistent[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0), ROWS=rows,
                                               BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
     else:
-        forward_long(x2, y2, method, _segment(n, block_size, method, x.element_size()))
+        forward_long(x2, y2, method, _segment(n, block_size, method, x.element_size(), "forward"))
     return y2.reshape(x.shape)
 
 
@@ -216,7 +217,7 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, block_size: int | Non
         _backward_rows[(grid,)](y2, dy2, dx2, y2.shape[0], n, y2.stride(0), dy2.stride(0), dx2.stride(0),
                                 ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
     else:
-        backward_long(y2, dy2, dx2, method, _segment(n, block_size, method, y.element_size()))
+        backward_long(y2, dy2, dx2, method, _segment(n, block_size, method, y.element_size(), "backward"))
     return dx2.reshape(y.shape)
 
 

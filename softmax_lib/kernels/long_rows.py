@@ -34,7 +34,7 @@ import triton.language as tl
 
 from ._common import exp_rows, exp_shifted, reciprocal, row_max, row_shift, row_sum
 
-__all__ = ["forward_long", "backward_long", "cooperative_programs"]
+__all__ = ["forward_long", "backward_long", "cooperative_programs", "cooperative_config"]
 
 # --------------------------------------------------------------------------------------
 # Looped path: one program streams a long row twice (the second read mostly from L2)
@@ -214,10 +214,20 @@ def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_
 # Launchers
 # --------------------------------------------------------------------------------------
 
-#: Bytes of storage per segment of the cooperative path (4096 float32 or 8192 bfloat16
-#: entries), and its warps per program: measured on an H200 (Chapter 9).
-COOPERATIVE_SEGMENT_BYTES = 16384
-COOPERATIVE_WARPS = 4
+#: Cooperative-path settings, measured on an H200 (Chapter 9), per direction and bytes
+#: per entry: (bytes of storage per segment, warps per program).  16384 bytes are 4096
+#: float32 or 8192 bfloat16 entries.
+COOPERATIVE_CONFIGS = {
+    ("forward", 4): (32768, 4),
+    ("forward", 2): (16384, 4),
+    ("backward", 4): (16384, 4),
+    ("backward", 2): (16384, 4),
+}
+
+
+def cooperative_config(direction: str, itemsize: int) -> tuple[int, int]:
+    """(bytes per segment, warps per program) of the cooperative path."""
+    return COOPERATIVE_CONFIGS[(direction, 4 if itemsize >= 4 else 2)]
 
 
 def _warps(block_n: int) -> int:
@@ -265,11 +275,11 @@ def forward_long(x2: torch.Tensor, y2: torch.Tensor, method: str, block_n: int) 
         d_part = torch.empty_like(m_part)
         count = torch.zeros(m_rows, dtype=torch.int32, device=x2.device)
         args = (x2, y2, m_part, d_part, count, m_rows, n, x2.stride(0), y2.stride(0))
-        programs = _cooperative_grid(_forward_cooperative, args, segments, block_n, COOPERATIVE_WARPS, m_rows)
+        warps = cooperative_config("forward", x2.element_size())[1]
+        programs = _cooperative_grid(_forward_cooperative, args, segments, block_n, warps, m_rows)
         if programs > 0:
             _forward_cooperative[(programs,)](*args, SEGMENTS=segments, BLOCK_N=block_n,
-                                              BLOCK_S=triton.next_power_of_2(segments),
-                                              num_warps=COOPERATIVE_WARPS)
+                                              BLOCK_S=triton.next_power_of_2(segments), num_warps=warps)
             return
         method = "split"  # more segments than can be resident: two launches instead
     if method == "looped":
@@ -296,11 +306,11 @@ def backward_long(y2, dy2, dx2, method: str, block_n: int) -> None:
         s_part = torch.empty((m_rows, segments), dtype=torch.float32, device=y2.device)
         count = torch.zeros(m_rows, dtype=torch.int32, device=y2.device)
         args = (y2, dy2, dx2, s_part, count, m_rows, n, y2.stride(0), dy2.stride(0), dx2.stride(0))
-        programs = _cooperative_grid(_backward_cooperative, args, segments, block_n, COOPERATIVE_WARPS, m_rows)
+        warps = cooperative_config("backward", y2.element_size())[1]
+        programs = _cooperative_grid(_backward_cooperative, args, segments, block_n, warps, m_rows)
         if programs > 0:
             _backward_cooperative[(programs,)](*args, SEGMENTS=segments, BLOCK_N=block_n,
-                                               BLOCK_S=triton.next_power_of_2(segments),
-                                               num_warps=COOPERATIVE_WARPS)
+                                               BLOCK_S=triton.next_power_of_2(segments), num_warps=warps)
             return
         method = "split"
     if method == "looped":
