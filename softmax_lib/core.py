@@ -307,16 +307,19 @@ def _torch_softmax_fast(x, dim: int, temperature: float):
 
 
 def _numpy_shifted(x: np.ndarray, axes, temperature: float):
-    """``((x - max) / T, max)`` when every slice has a finite max, else None."""
+    """``((x - max) / T, max)`` when every slice has a finite max, else None.
+
+    Call inside ``np.errstate(over="ignore", under="ignore")``: a difference of two
+    huge finite numbers may round to -inf, which is the right limit here.
+    """
     if x.size == 0:
         return None
-    with np.errstate(over="ignore", under="ignore"):
-        m = np.maximum.reduce(x, axis=axes, keepdims=True)
-        if not np.isfinite(m).all():
-            return None
-        z = np.subtract(x, m, out=np.empty_like(x))
-        if temperature != 1.0:
-            z /= temperature
+    m = np.maximum.reduce(x, axis=axes, keepdims=True)
+    if not np.isfinite(m).all():
+        return None
+    z = np.subtract(x, m, out=np.empty_like(x))
+    if temperature != 1.0:
+        z /= temperature
     return z, m
 
 
@@ -327,11 +330,11 @@ def _numpy_log_fast(x: np.ndarray, axes, temperature: float):
     updates: the maxima (exactly 1 after the shift) are counted and zeroed out of
     the exponentials before the rest is summed.
     """
-    shifted = _numpy_shifted(x, axes, temperature)
-    if shifted is None:
-        return None
-    z, m = shifted
     with np.errstate(over="ignore", under="ignore"):
+        shifted = _numpy_shifted(x, axes, temperature)
+        if shifted is None:
+            return None
+        z, m = shifted
         e = np.exp(z, out=np.empty_like(z))
         is_max = z == 0
         n_max = np.add.reduce(is_max, axis=axes, keepdims=True, dtype=x.dtype)
@@ -343,11 +346,11 @@ def _numpy_log_fast(x: np.ndarray, axes, temperature: float):
 
 def _numpy_softmax_fast(x: np.ndarray, axes, temperature: float):
     """The common case (every slice has a finite max): three passes, in place."""
-    shifted = _numpy_shifted(x, axes, temperature)
-    if shifted is None:
-        return None
-    z, _ = shifted
     with np.errstate(over="ignore", under="ignore"):
+        shifted = _numpy_shifted(x, axes, temperature)
+        if shifted is None:
+            return None
+        z, _ = shifted
         np.exp(z, out=z)
         z /= np.add.reduce(z, axis=axes, keepdims=True)
     return z
