@@ -26,6 +26,7 @@ from .core import (
 
 _SUBMODULES = (
     "core",
+    "formats",
     "gradients",
     "temperature",
     "attention",
