@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "is_torch",
     "as_float_array",
+    "check_real_scalar",
     "check_temperature",
     "check_positive_int",
     "as_bool_mask",
@@ -77,20 +78,30 @@ def as_float_array(x: Any, name: str = "x"):
     )
 
 
+def check_real_scalar(value: Any, name: str, *, above: float | None = None, expected: str = "a real number") -> float:
+    """A finite real scalar (0-d arrays and tensors unwrapped) as a Python float.
+
+    ``TypeError`` for non-numbers (bools refused); ``ValueError`` for non-finite
+    values, or values ``<= above`` when ``above`` is given.  Messages name ``name``.
+    """
+    if is_torch(value) or isinstance(value, np.ndarray):
+        if value.ndim != 0 and getattr(value, "numel", lambda: value.size)() != 1:
+            raise TypeError(f"{name} must be a real scalar, got an array of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (above is not None and value <= above):
+        bound = "" if above is None else f" and > {above:g}"
+        raise ValueError(f"{name} must be finite{bound}, got {value!r}")
+    return value
+
+
 def check_temperature(temperature: Any, name: str = "temperature") -> float:
     """A finite, strictly positive real number, returned as a Python float."""
     if type(temperature) is float and 0.0 < temperature < math.inf:  # the common case, fast
         return temperature
-    if is_torch(temperature) or isinstance(temperature, np.ndarray):
-        if temperature.ndim != 0 and getattr(temperature, "numel", lambda: temperature.size)() != 1:
-            raise TypeError(f"{name} must be a real scalar, got an array of shape {tuple(temperature.shape)}")
-        temperature = temperature.item()
-    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(temperature).__name__}")
-    value = float(temperature)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return value
+    return check_real_scalar(temperature, name, above=0.0)
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -31,6 +31,7 @@ import numpy as np
 from ._array import (
     as_float_array,
     check_positive_int,
+    check_real_scalar,
     check_temperature,
     check_torch_dim,
     is_torch,
@@ -425,16 +426,8 @@ def entmax15(x, axis=-1):
 
 
 def _check_alpha(alpha) -> float:
-    if is_torch(alpha) or isinstance(alpha, np.ndarray):
-        if alpha.ndim != 0:
-            raise TypeError(f"alpha must be a real scalar, got an array of shape {tuple(alpha.shape)}")
-        alpha = alpha.item()
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a real number > 1, got {type(alpha).__name__}")
-    alpha = float(alpha)
-    if not math.isfinite(alpha) or alpha <= 1.0:
-        raise ValueError(f"alpha must be finite and > 1 (alpha = 1 is softmax), got {alpha!r}")
-    return alpha
+    # alpha = 1 is softmax; the Tsallis family here needs alpha > 1
+    return check_real_scalar(alpha, "alpha", above=1.0, expected="a real number > 1")
 
 
 def entmax_bisect(x, alpha=1.5, axis=-1, *, n_iter=50):

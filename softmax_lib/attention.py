@@ -19,13 +19,20 @@ that FlashAttention (Chapter 10) removes.
 from __future__ import annotations
 
 import math
-import numbers
 import tracemalloc
 from typing import Any, Callable
 
 import numpy as np
 
-from ._array import as_bool_mask, as_float_array, check_positive_int, check_temperature, is_torch, to_output
+from ._array import (
+    as_bool_mask,
+    as_float_array,
+    check_positive_int,
+    check_real_scalar,
+    check_temperature,
+    is_torch,
+    to_output,
+)
 from .core import softmax
 
 __all__ = [
@@ -83,11 +90,7 @@ def _torch_dtype(np_dtype):
 def _check_scale(scale: Any, d: int) -> float:
     if scale is None:
         return 1.0 / math.sqrt(d) if d > 0 else 1.0
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
-    if not math.isfinite(float(scale)):
-        raise ValueError(f"scale must be finite, got {scale!r}")
-    return float(scale)
+    return check_real_scalar(scale, "scale", expected="a real number or None")
 
 
 def _check_mask(mask: Any, like):
