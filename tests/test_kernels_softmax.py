@@ -197,3 +197,45 @@ def test_bfloat16_on_cpu_is_a_type_error_saying_the_interpreter_cannot():
 def test_cpu_tensor_on_a_gpu_machine_is_a_value_error_saying_move_it():
     with pytest.raises(ValueError, match="move x to the GPU"):
         kernels.softmax(torch.ones(2, 3))
+
+
+# --------------------------------------------------------------------------------------
+# Alignment: row lengths and strides that are multiples of a vector but not of 16
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("itemsize, extents, expected", [
+    (4, (1000, 1000), 4), (4, (1002, 1002), 2), (4, (781, 781), 1), (4, (1024, 4096), 4),
+    (2, (1000, 1000), 8), (2, (1004, 1004), 4), (2, (12345, 12345), 1), (4, (1000, 1003), 1),
+])
+def test_alignment_is_the_largest_power_of_two_dividing_every_extent_up_to_one_vector(itemsize, extents,
+                                                                                        expected):
+    from softmax_lib.kernels._common import alignment
+
+    assert alignment(itemsize, *extents) == expected
+    # brute force: the largest power of two p <= 16 bytes / itemsize dividing them all
+    brute = max(p for p in (1, 2, 4, 8) if p <= 16 // itemsize and all(e % p == 0 for e in extents))
+    assert brute == expected
+
+
+@pytest.mark.parametrize("n, width", [(1000, 1000), (1002, 1002), (996, 1000), (1000, 1003), (6, 8)])
+def test_rows_whose_length_or_stride_is_not_a_multiple_of_16_match_torch(n, width):
+    # the kernels rewrite N and the strides as n // ALIGN * ALIGN; a wrong ALIGN would cut rows short
+    x = _logits((6, width))[:, :n]
+    _check_forward_backward(x, TOL[torch.float32])
+    _check_forward_backward(_logits((5, n), dtype=torch.float16), TOL[torch.float16])
+
+
+def test_resident_programs_matches_the_occupancy_rules_worked_by_hand():
+    from softmax_lib.kernels._common import resident_programs
+
+    # 255 registers x 256 threads: 8 warps x 8192 registers = the whole 64K file -> 1
+    assert resident_programs(255, 0, 8) == 1
+    # 32 registers, 4 warps: registers allow 16, threads allow 2048 / 128 = 16 -> 16
+    assert resident_programs(32, 0, 4) == 16
+    # 40 registers round up to 1280 per warp; 16 warps take 20480 -> 3 by registers, 4 by threads
+    assert resident_programs(40, 0, 16) == 3
+    # 100 KiB of shared memory (+1 KiB reserved) each: 228 KiB hold 2
+    assert resident_programs(32, 100 * 1024, 4) == 2
+    # tiny programs: the scheduler's 32 per multiprocessor is the limit
+    assert resident_programs(16, 0, 1) == 32

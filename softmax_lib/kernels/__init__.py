@@ -7,6 +7,11 @@ the user to set.  Triton reads the variable when a function is decorated; its ow
 ``triton.language`` helpers are decorated when triton is first imported, so the
 kernels here avoid calling those helpers (see ``_common.py``) and work on the
 interpreter even when triton was imported before this package.
+
+``SOFTMAX_LIB_COMPILE_ONLY=1`` in the environment keeps the kernels as compiled Triton
+functions on a machine without a GPU: they cannot run there, but
+:mod:`softmax_lib.kernels.compiled` can compile them for a GPU architecture and read
+the machine code (it starts such a process itself; nobody needs to set this).
 """
 
 from __future__ import annotations
@@ -23,17 +28,29 @@ def _gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
+#: Kernels compiled for inspection only (no GPU, no interpreter): see compiled.py.
+COMPILE_ONLY = os.environ.get("SOFTMAX_LIB_COMPILE_ONLY") == "1"
 #: True when the kernels run through Triton's CPU interpreter (no GPU here).
-INTERPRETED = not _gpu_available()
+INTERPRETED = not COMPILE_ONLY and not _gpu_available()
 if INTERPRETED:
     os.environ["TRITON_INTERPRET"] = "1"
+
+
+
+def check_runnable() -> None:
+    """Raise ``RuntimeError`` when the kernels were imported compile-only (they cannot run)."""
+    if COMPILE_ONLY:
+        raise RuntimeError("softmax_lib.kernels was imported with SOFTMAX_LIB_COMPILE_ONLY=1: its kernels "
+                           "can be compiled and inspected (softmax_lib.kernels.compiled) but not run here")
+
 
 _EXPORTS = {
     "softmax": ".fused_softmax",
     "flash_attention": ".flash",
+    "compiled": ".compiled",
 }
 
-__all__ = ["INTERPRETED", *_EXPORTS]
+__all__ = ["INTERPRETED", "COMPILE_ONLY", "check_runnable", *_EXPORTS]
 
 
 def __getattr__(name: str):

@@ -8,8 +8,58 @@ interpreter recognises and replaces by NumPy's vectorised (pairwise) reductions;
 on a GPU the generated code is exactly that of ``tl.max`` and ``tl.sum``.
 """
 
+import math
+
 import triton
 import triton.language as tl
+
+#: Bytes of the widest vector load and store a thread issues (``ld.global.v4.b32``).
+VECTOR_BYTES = 16
+
+
+def alignment(itemsize: int, *extents: int) -> int:
+    """Largest power of two, at most one 16-byte vector of entries, dividing every extent.
+
+    The launchers pass it as the ``ALIGN`` meta-parameter of a kernel, which rewrites
+    each row length and stride ``n`` as ``n // ALIGN * ALIGN`` (:func:`aligned`): the
+    same number, but now the compiler can prove that rows start and end on whole
+    vectors and may load and store them 16 bytes at a time.  Triton proves this by
+    itself only for extents divisible by 16; a row of 1000 float32 entries would
+    otherwise be read one entry per instruction (Chapter 8).
+    """
+    vec = VECTOR_BYTES // itemsize
+    g = math.gcd(vec, *extents)
+    return 1 << (g.bit_length() - 1)  # g divides a power of two, so it is one
+
+
+#: Per-multiprocessor limits of compute capability 9.0 (H100, H200): 64K 32-bit registers,
+#: 2048 threads, 228 KiB of shared memory (1 KiB of it reserved for each program), 32
+#: programs (CUDA C++ Programming Guide, technical specifications per compute capability).
+SM90_LIMITS = dict(registers=65536, threads=2048, shared_bytes=233472, reserved_shared_bytes=1024,
+                   programs=32)
+
+
+def resident_programs(registers: int, shared_bytes: int, num_warps: int, limits: dict | None = None) -> int:
+    """Programs (thread blocks) of one kernel that fit on a multiprocessor at once.
+
+    The smallest of what the registers, the threads, the shared memory and the
+    scheduler allow.  Registers are granted per warp in units of 256, so a kernel
+    using ``r`` registers per thread takes ``ceil(32 r / 256) * 256`` per warp.
+    ``limits`` defaults to :data:`SM90_LIMITS`.
+    """
+    lim = {**SM90_LIMITS, **(limits or {})}
+    regs_per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    by_regs = lim["registers"] // (regs_per_warp * num_warps)
+    by_threads = lim["threads"] // (32 * num_warps)
+    by_smem = lim["shared_bytes"] // (shared_bytes + lim["reserved_shared_bytes"])
+    return max(0, min(by_regs, by_threads, by_smem, lim["programs"]))
+
+
+@triton.jit
+def aligned(n, ALIGN: tl.constexpr):
+    """``n`` unchanged (it is a multiple of ALIGN), in a form whose divisibility the
+    compiler can see; see :func:`alignment`."""
+    return n // ALIGN * ALIGN
 
 
 @triton.jit

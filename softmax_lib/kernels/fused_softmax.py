@@ -32,8 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import INTERPRETED
-from ._common import exp_rows, reciprocal, row_max, row_shift, row_sum
+from . import INTERPRETED, check_runnable
+from ._common import aligned, alignment, exp_rows, reciprocal, row_max, row_shift, row_sum
 from .long_rows import backward_long, cooperative_config, forward_long
 
 __all__ = ["softmax", "softmax_forward", "softmax_backward", "choose_method"]
@@ -49,7 +49,10 @@ MAX_FUSED = 32768
 
 
 @triton.jit
-def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+                  ALIGN: tl.constexpr):
+    # N and the strides are multiples of ALIGN: saying so lets rows move in 16-byte vectors
+    N, stride_x, stride_y = aligned(N, ALIGN), aligned(stride_x, ALIGN), aligned(stride_y, ALIGN)
     rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)  # (ROWS,)
     cols = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask = (rows[:, None] < M) & (cols[None, :] < N)  # (ROWS, BLOCK_N)
@@ -66,9 +69,11 @@ def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BL
 
 @triton.jit
 def _forward_rows_persistent(x_ptr, y_ptr, M, N, stride_x, stride_y,
-                             ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr):
+                             ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr,
+                             ALIGN: tl.constexpr):
     # The same tile, but fewer programs than tiles: each loops over tiles pid, pid + grid, ...
     # and the compiler issues the next tile's loads while this tile is being computed.
+    N, stride_x, stride_y = aligned(N, ALIGN), aligned(stride_x, ALIGN), aligned(stride_y, ALIGN)
     cols = tl.arange(0, BLOCK_N)
     for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
         rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
@@ -83,7 +88,10 @@ def _forward_rows_persistent(x_ptr, y_ptr, M, N, stride_x, stride_y,
 
 @triton.jit
 def _backward_rows(y_ptr, dy_ptr, dx_ptr, M, N, stride_y, stride_dy, stride_dx,
-                   ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr):
+                   ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr,
+                   ALIGN: tl.constexpr):
+    N, stride_y = aligned(N, ALIGN), aligned(stride_y, ALIGN)
+    stride_dy, stride_dx = aligned(stride_dy, ALIGN), aligned(stride_dx, ALIGN)
     cols = tl.arange(0, BLOCK_N)
     for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
         rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
@@ -116,8 +124,10 @@ FUSED_CONFIGS = {
 }
 
 
-def _rows_config(n: int, grid_rows: int, direction: str = "forward", itemsize: int = 4):
-    """(grid, ROWS, BLOCK_N, num_warps, num_stages) of the fused path for rows of ``n``."""
+def _rows_config(n: int, grid_rows: int, direction: str = "forward", itemsize: int = 4,
+                 sm_count: int | None = None):
+    """(grid, ROWS, BLOCK_N, num_warps, num_stages) of the fused path for rows of ``n``
+    (``sm_count``: multiprocessors of the GPU; default this machine's, 1 on the interpreter)."""
     block_n = triton.next_power_of_2(n)
     table = FUSED_CONFIGS[(direction, 4 if itemsize >= 4 else 2)]
     config = next((c for c in table if n <= c[0]), table[-1])
@@ -126,8 +136,10 @@ def _rows_config(n: int, grid_rows: int, direction: str = "forward", itemsize: i
     tiles = triton.cdiv(grid_rows, rows)
     grid = tiles
     if per_sm:  # persistent: as many programs as fit at once (the interpreter: a few, to test the loop)
-        sms = 1 if INTERPRETED else torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-        grid = min(tiles, per_sm * sms)
+        if sm_count is None:
+            sm_count = 1 if INTERPRETED else torch.cuda.get_device_properties(
+                torch.cuda.current_device()).multi_processor_count
+        grid = min(tiles, per_sm * sm_count)
     return grid, rows, block_n, warps, stages
 
 
@@ -192,12 +204,13 @@ def softmax_forward(x: torch.Tensor, *, block_size: int | None = None, method: s
         return y2.reshape(x.shape)
     if method == "fused":
         grid, rows, block_n, warps, stages = _rows_config(n, x2.shape[0], "forward", x.element_size())
+        align = alignment(x.element_size(), n, x2.stride(0), y2.stride(0))
         if grid * rows >= x2.shape[0]:  # one tile per program
             _forward_rows[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0),
-                                   ROWS=rows, BLOCK_N=block_n, num_warps=warps)
+                                   ROWS=rows, BLOCK_N=block_n, ALIGN=align, num_warps=warps)
         else:
             _forward_rows_persistent[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0), ROWS=rows,
-                                              BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
+                                              BLOCK_N=block_n, NUM_STAGES=stages, ALIGN=align, num_warps=warps)
     else:
         forward_long(x2, y2, method, _segment(n, block_size, method, x.element_size(), "forward"))
     return y2.reshape(x.shape)
@@ -214,8 +227,9 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, block_size: int | Non
         return dx2.reshape(y.shape)
     if method == "fused":
         grid, rows, block_n, warps, stages = _rows_config(n, y2.shape[0], "backward", y.element_size())
+        align = alignment(y.element_size(), n, y2.stride(0), dy2.stride(0), dx2.stride(0))
         _backward_rows[(grid,)](y2, dy2, dx2, y2.shape[0], n, y2.stride(0), dy2.stride(0), dx2.stride(0),
-                                ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, num_warps=warps)
+                                ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, ALIGN=align, num_warps=warps)
     else:
         backward_long(y2, dy2, dx2, method, _segment(n, block_size, method, y.element_size(), "backward"))
     return dx2.reshape(y.shape)
@@ -245,6 +259,7 @@ def _check_input(x) -> None:
         raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension (softmax runs over the last), got a 0-d tensor")
+    check_runnable()
     if x.device.type == "cuda":
         return
     if x.device.type != "cpu":

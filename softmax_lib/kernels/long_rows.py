@@ -32,7 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import exp_rows, exp_shifted, reciprocal, row_max, row_shift, row_sum
+from ._common import (aligned, alignment, exp_rows, exp_shifted, reciprocal, resident_programs, row_max,
+                      row_shift, row_sum)
 
 __all__ = ["forward_long", "backward_long", "cooperative_programs", "cooperative_config"]
 
@@ -162,7 +163,9 @@ def _wait_for_row(count_ptr, SEGMENTS: tl.constexpr):
 
 @triton.jit
 def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N, stride_x, stride_y,
-                         SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr):
+                         SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
+                         ALIGN: tl.constexpr):
+    N, stride_x, stride_y = aligned(N, ALIGN), aligned(stride_x, ALIGN), aligned(stride_y, ALIGN)
     pid = tl.program_id(0)
     groups = tl.num_programs(0) // SEGMENTS  # rows in flight at once
     seg = pid % SEGMENTS  # this program's segment, the same in every row it visits
@@ -190,7 +193,10 @@ def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N, stride_x, 
 
 @triton.jit
 def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_y, stride_dy, stride_dx,
-                          SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr):
+                          SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
+                          ALIGN: tl.constexpr):
+    N, stride_y = aligned(N, ALIGN), aligned(stride_y, ALIGN)
+    stride_dy, stride_dx = aligned(stride_dy, ALIGN), aligned(stride_dx, ALIGN)
     pid = tl.program_id(0)
     groups = tl.num_programs(0) // SEGMENTS
     seg = pid % SEGMENTS
@@ -236,16 +242,11 @@ def _warps(block_n: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _resident_per_sm(kernel_name: str, n_regs: int, shared: int, num_warps: int) -> int:
-    """Programs of this kernel that fit on one multiprocessor at once (registers,
-    shared memory, threads), from the compiled kernel's resource use."""
+    """Programs of this kernel resident on one multiprocessor of this GPU at once."""
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    threads = 32 * num_warps
-    regs_per_warp = -(-max(n_regs, 1) * 32 // 256) * 256  # allocated in units of 256
-    by_regs = props.regs_per_multiprocessor // (regs_per_warp * num_warps)
-    by_threads = props.max_threads_per_multi_processor // threads
-    smem = getattr(props, "shared_memory_per_multiprocessor", 228 * 1024)
-    by_smem = smem // shared if shared else by_threads
-    return max(0, min(by_regs, by_threads, by_smem, 32))
+    limits = dict(registers=props.regs_per_multiprocessor, threads=props.max_threads_per_multi_processor,
+                  shared_bytes=getattr(props, "shared_memory_per_multiprocessor", 228 * 1024))
+    return resident_programs(n_regs, shared, num_warps, limits)
 
 
 def cooperative_programs(segments: int, compiled) -> int:
@@ -259,9 +260,10 @@ def cooperative_programs(segments: int, compiled) -> int:
     return (resident // segments) * segments
 
 
-def _cooperative_grid(kernel, args, segments, block_n, num_warps, m_rows):
+def _cooperative_grid(kernel, args, segments, block_n, num_warps, m_rows, align):
     compiled = kernel.warmup(*args, SEGMENTS=segments, BLOCK_N=block_n,
-                             BLOCK_S=triton.next_power_of_2(segments), num_warps=num_warps, grid=(1,))
+                             BLOCK_S=triton.next_power_of_2(segments), ALIGN=align, num_warps=num_warps,
+                             grid=(1,))
     programs = cooperative_programs(segments, compiled)
     return min(programs, segments * m_rows)
 
@@ -276,10 +278,12 @@ def forward_long(x2: torch.Tensor, y2: torch.Tensor, method: str, block_n: int) 
         count = torch.zeros(m_rows, dtype=torch.int32, device=x2.device)
         args = (x2, y2, m_part, d_part, count, m_rows, n, x2.stride(0), y2.stride(0))
         warps = cooperative_config("forward", x2.element_size())[1]
-        programs = _cooperative_grid(_forward_cooperative, args, segments, block_n, warps, m_rows)
+        align = alignment(x2.element_size(), n, x2.stride(0), y2.stride(0))
+        programs = _cooperative_grid(_forward_cooperative, args, segments, block_n, warps, m_rows, align)
         if programs > 0:
             _forward_cooperative[(programs,)](*args, SEGMENTS=segments, BLOCK_N=block_n,
-                                              BLOCK_S=triton.next_power_of_2(segments), num_warps=warps)
+                                              BLOCK_S=triton.next_power_of_2(segments), ALIGN=align,
+                                              num_warps=warps)
             return
         method = "split"  # more segments than can be resident: two launches instead
     if method == "looped":
@@ -307,10 +311,12 @@ def backward_long(y2, dy2, dx2, method: str, block_n: int) -> None:
         count = torch.zeros(m_rows, dtype=torch.int32, device=y2.device)
         args = (y2, dy2, dx2, s_part, count, m_rows, n, y2.stride(0), dy2.stride(0), dx2.stride(0))
         warps = cooperative_config("backward", y2.element_size())[1]
-        programs = _cooperative_grid(_backward_cooperative, args, segments, block_n, warps, m_rows)
+        align = alignment(y2.element_size(), n, y2.stride(0), dy2.stride(0), dx2.stride(0))
+        programs = _cooperative_grid(_backward_cooperative, args, segments, block_n, warps, m_rows, align)
         if programs > 0:
             _backward_cooperative[(programs,)](*args, SEGMENTS=segments, BLOCK_N=block_n,
-                                               BLOCK_S=triton.next_power_of_2(segments), num_warps=warps)
+                                               BLOCK_S=triton.next_power_of_2(segments), ALIGN=align,
+                                               num_warps=warps)
             return
         method = "split"
     if method == "looped":

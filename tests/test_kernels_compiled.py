@@ -1,0 +1,162 @@
+"""The kernels compiled for an H100/H200 (compute capability 9.0) on a machine without one.
+
+The interpreter checks what the kernels compute; these tests check what a GPU would
+be given to run, which the interpreter never sees: every configuration the launchers
+can choose compiles with the installed Triton, fits the multiprocessor (registers,
+shared memory), moves whole 16-byte vectors where the row length allows it, and the
+attention kernels use Hopper's ``wgmma`` tensor-core instructions.  The oracle is the
+compiler's own output (PTX and the cubin's resource table), read back with
+``cuobjdump``; the expected numbers come from the hardware's limits and from
+divisibility arithmetic, not from the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from softmax_lib.kernels import compiled as C  # noqa: E402
+from softmax_lib.kernels import flash  # noqa: E402
+from softmax_lib.kernels import fused_softmax as fs  # noqa: E402
+from softmax_lib.kernels import long_rows as lr  # noqa: E402
+
+#: Shared memory one program may use on compute capability 9.0 (227 KiB).
+MAX_SHARED_PER_PROGRAM = 232448
+#: Row lengths that reach every entry of the configuration tables, plus irregular ones.
+SOFTMAX_NS = sorted({c[0] for table in fs.FUSED_CONFIGS.values() for c in table}
+                    | {256, 781, 1000, 12345, 65536, 100000, 2**20})
+SOFTMAX_CASES = [(n, dtype, direction) for n in SOFTMAX_NS for dtype in ("float32", "bfloat16")
+                 for direction in ("forward", "backward")]
+FLASH_CASES = [(kernel, d, cfg) for kernel in ("fwd", "dkdv", "dq") for d in (64, 128)
+               for cfg in flash._TUNING[kernel][d]]
+#: Autotuning candidates that spill a little and stay, because they won on the H200.
+ALLOWED_TO_SPILL = {("dkdv", 64, (32, 128, 4, 3))}
+
+
+@pytest.fixture(scope="module")
+def softmax_reports():
+    requests = [C._fused_request(n, dtype, direction, None, 90, 132) for n, dtype, direction in SOFTMAX_CASES]
+    return dict(zip(SOFTMAX_CASES, C.reports(requests)))
+
+
+@pytest.fixture(scope="module")
+def flash_reports():
+    requests = [C._flash_request(d, "bfloat16", kernel, cfg[0], cfg[1], cfg[2], cfg[3], False, True, 90)
+                for kernel, d, cfg in FLASH_CASES]
+    return dict(zip([(k, d, cfg) for k, d, cfg in FLASH_CASES], C.reports(requests)))
+
+
+@pytest.mark.parametrize("case", SOFTMAX_CASES, ids=[f"{n}-{t}-{d}" for n, t, d in SOFTMAX_CASES])
+def test_every_softmax_configuration_compiles_and_fits_a_multiprocessor(softmax_reports, case):
+    report = softmax_reports[case]
+    assert report.arch == 90
+    assert 0 < report.registers <= 255
+    assert report.shared_bytes <= MAX_SHARED_PER_PROGRAM
+    assert report.resident_programs() >= 1
+    if report.kernel.endswith("_cooperative"):
+        # every segment of a row must be resident at once on the 132 multiprocessors, or the
+        # programs waiting for each other never finish (the launcher falls back to "split")
+        segments = report.constexprs["SEGMENTS"]
+        assert report.resident_programs() * 132 >= segments
+
+
+@pytest.mark.parametrize("n", SOFTMAX_NS)
+@pytest.mark.parametrize("dtype, itemsize", [("float32", 4), ("bfloat16", 2)])
+def test_rows_move_in_16_byte_vectors_exactly_when_their_length_allows(softmax_reports, n, dtype, itemsize):
+    # a whole vector of 16 bytes holds 16 / itemsize entries; rows start on one only if
+    # that number divides the row length (the storage is contiguous)
+    vector_entries = 16 // itemsize
+    for direction in ("forward", "backward"):
+        report = softmax_reports[(n, dtype, direction)]
+        expected = 16 if n % vector_entries == 0 else itemsize * (n & -n if n % 2 == 0 else 1)
+        assert report.widest_global_access_bytes == min(16, expected), (direction, report.summary())
+
+
+def test_the_align_hint_is_what_vectorizes_a_row_of_1000():
+    args = dict(x_ptr="*fp32", y_ptr="*fp32", M=4096, N=1000, stride_x=1000, stride_y=1000)
+    meta = dict(ROWS=4, BLOCK_N=1024)
+    plain = C.compile_kernel(fs._forward_rows, args, {**meta, "ALIGN": 1}, num_warps=8)
+    hinted = C.compile_kernel(fs._forward_rows, args, {**meta, "ALIGN": 4}, num_warps=8)
+    assert set(plain.global_loads) == {"ld.global.b32"} and set(plain.global_stores) == {"st.global.b32"}
+    assert set(hinted.global_loads) == {"ld.global.v4.b32"} and set(hinted.global_stores) == {"st.global.v4.b32"}
+    # 4 rows x 1024 columns over 256 threads: 16 entries each, in 16 or in 4 instructions
+    assert sum(plain.global_loads.values()) == 16 and sum(hinted.global_loads.values()) == 4
+
+
+def test_exp_is_the_special_function_units_ex2():
+    report = C.softmax_report(1024, "float32", "forward")
+    # 8 rows x 1024 entries over 512 threads: 16 exponentials per thread, one ex2 each
+    assert report.ptx_count("ex2.approx") == 16
+    assert report.sass_count("MUFU.EX2") >= 16
+
+
+@pytest.mark.parametrize("case", FLASH_CASES, ids=[f"{k}-d{d}-{c}" for k, d, c in FLASH_CASES])
+def test_every_attention_configuration_uses_wgmma_and_does_not_spill(flash_reports, case):
+    report = flash_reports[case]
+    assert report.ptx_count("wgmma.mma_async") > 0
+    assert report.ptx_count("mma.sync") == 0
+    if case in ALLOWED_TO_SPILL:  # measured on the H200 to win some shapes all the same
+        assert report.stack_bytes <= 64
+    else:
+        assert report.spill_stores == 0 and report.stack_bytes == 0
+    assert report.shared_bytes <= MAX_SHARED_PER_PROGRAM
+    assert report.resident_programs() >= 1
+
+
+def test_attention_forward_loads_key_and_value_tiles_through_the_tma_on_hopper(flash_reports):
+    report = flash_reports[("fwd", 128, flash._TUNING["fwd"][128][0])]
+    bulk = [f for f in report.async_copies if f.startswith("cp.async.bulk.tensor")]
+    assert bulk, dict(report.async_copies)
+
+
+def test_on_an_a100_the_same_kernel_uses_mma_sync_instead():
+    report = C.flash_report(64, "float16", block_m=128, block_n=64, num_warps=4, num_stages=3, tma=False,
+                            arch=80)
+    assert report.ptx_count("mma.sync") > 0 and report.ptx_count("wgmma") == 0
+
+
+@pytest.mark.parametrize("form, expected", [("ld.global.v4.b32", 16), ("ld.global.b16", 2),
+                                            ("st.global.v2.b32", 8), ("ld.global.gpu.acquire.b32", 4),
+                                            ("st.global.v4.b16", 8)])
+def test_vector_bytes_reads_the_lanes_and_the_width(form, expected):
+    assert C.vector_bytes(form) == expected
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: C.softmax_report(0), "n must be a positive int"),
+    (lambda: C.softmax_report(1024, "int8"), "dtype must be one of"),
+    (lambda: C.softmax_report(1024, direction="sideways"), "direction must be"),
+    (lambda: C.softmax_report(1024, arch=75), "arch must be one of"),
+    (lambda: C.flash_report(48), "head_dim must be"),
+    (lambda: C.flash_report(64, kernel="bwd"), "kernel must be one of"),
+    (lambda: C.vector_bytes("ld.global"), "form must name an element width"),
+])
+def test_bad_arguments_are_value_errors_naming_them(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_compile_kernel_names_a_missing_argument():
+    with pytest.raises(ValueError, match="args must give 'stride_y'"):
+        C.compile_kernel(fs._forward_rows, dict(x_ptr="*fp32", y_ptr="*fp32", M=8, N=8, stride_x=8),
+                         dict(ROWS=1, BLOCK_N=8, ALIGN=4))
+
+
+def test_kernels_imported_compile_only_refuse_to_run():
+    code = ("import torch\nfrom softmax_lib import kernels\nassert kernels.COMPILE_ONLY and not kernels.INTERPRETED\n"
+            "try:\n    kernels.softmax(torch.ones(3))\nexcept RuntimeError as e:\n    print('refused:', e)\n")
+    env = {**os.environ, "SOFTMAX_LIB_COMPILE_ONLY": "1", "TRITON_INTERPRET": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert "refused:" in out.stdout and "SOFTMAX_LIB_COMPILE_ONLY" in out.stdout
+
+
+def test_cooperative_settings_come_from_the_table():
+    report = C.softmax_report(2**20, "bfloat16", "forward")
+    seg_bytes, warps = lr.cooperative_config("forward", 2)
+    assert report.constexprs["BLOCK_N"] == seg_bytes // 2 and report.num_warps == warps
