@@ -41,13 +41,14 @@ ALLOWED_TO_SPILL = {("dkdv", 64, (32, 128, 4, 3))}
 
 @pytest.fixture(scope="module")
 def softmax_reports():
-    requests = [C._fused_request(n, dtype, direction, None, 90, 132) for n, dtype, direction in SOFTMAX_CASES]
+    requests = [C.softmax_request(n, dtype, direction) for n, dtype, direction in SOFTMAX_CASES]
     return dict(zip(SOFTMAX_CASES, C.reports(requests)))
 
 
 @pytest.fixture(scope="module")
 def flash_reports():
-    requests = [C._flash_request(d, "bfloat16", kernel, cfg[0], cfg[1], cfg[2], cfg[3], False, True, 90)
+    requests = [C.flash_request(d, "bfloat16", kernel=kernel, block_m=cfg[0], block_n=cfg[1], num_warps=cfg[2],
+                                  num_stages=cfg[3])
                 for kernel, d, cfg in FLASH_CASES]
     return dict(zip([(k, d, cfg) for k, d, cfg in FLASH_CASES], C.reports(requests)))
 

@@ -39,7 +39,8 @@ from collections import Counter
 from . import INTERPRETED
 from ._common import alignment, resident_programs
 
-__all__ = ["KernelReport", "compile_kernel", "softmax_report", "flash_report", "reports", "vector_bytes"]
+__all__ = ["KernelReport", "compile_kernel", "softmax_request", "softmax_report", "flash_request", "flash_report",
+           "reports", "vector_bytes"]
 
 #: Architectures this module compiles for: compute capability x 10 (80 = A100, 90 = H100/H200).
 ARCHS = (80, 86, 89, 90)
@@ -206,7 +207,9 @@ def compile_kernel(kernel, args: dict, constexprs: dict | None = None, *, num_wa
     return reports([_request(kernel, args, constexprs or {}, num_warps, num_stages, arch)])[0]
 
 
-def _fused_request(n: int, dtype: str, direction: str, m: int | None, arch: int, sm_count: int) -> dict:
+def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", *, m: int | None = None,
+                    arch: int = 90, sm_count: int = 132) -> dict:
+    """What :func:`softmax_report` compiles, as plain data for :func:`reports` (see there)."""
     from . import fused_softmax as fs
     from . import long_rows as lr
 
@@ -251,10 +254,13 @@ def softmax_report(n: int, dtype: str = "float32", direction: str = "forward", *
     GPU's number of multiprocessors (132 on an H200), which decides whether the fused
     grid is persistent.
     """
-    return reports([_fused_request(n, dtype, direction, m, arch, sm_count)])[0]
+    return reports([softmax_request(n, dtype, direction, m=m, arch=arch, sm_count=sm_count)])[0]
 
 
-def _flash_request(head_dim, dtype, kernel, block_m, block_n, num_warps, num_stages, causal, tma, arch) -> dict:
+def flash_request(head_dim: int = 128, dtype: str = "bfloat16", *, kernel: str = "fwd", block_m: int = 128,
+                  block_n: int = 64, num_warps: int = 8, num_stages: int = 3, causal: bool = False,
+                  tma: bool = True, arch: int = 90) -> dict:
+    """What :func:`flash_report` compiles, as plain data for :func:`reports` (see there)."""
     from . import flash
 
     if head_dim not in (16, 32, 64, 128):
@@ -282,8 +288,9 @@ def flash_report(head_dim: int = 128, dtype: str = "bfloat16", *, kernel: str = 
     ``arch`` with one block configuration (the autotuner's candidates are
     ``flash._TUNING``).  ``tma``: the forward loads key/value tiles through tensor
     descriptors, as it does on Hopper."""
-    return reports([_flash_request(head_dim, dtype, kernel, block_m, block_n, num_warps, num_stages, causal,
-                                   tma, arch)])[0]
+    return reports([flash_request(head_dim, dtype, kernel=kernel, block_m=block_m, block_n=block_n,
+                                  num_warps=num_warps, num_stages=num_stages, causal=causal, tma=tma,
+                                  arch=arch)])[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -292,10 +299,18 @@ def flash_report(head_dim: int = 128, dtype: str = "bfloat16", *, kernel: str = 
 
 
 def reports(requests: list[dict]) -> list[KernelReport]:
-    """Compile many requests (built by the functions above) in one go.
+    """Compile many requests in one go (from :func:`softmax_request`, :func:`flash_request`).
 
     In an interpreted process they are sent together to one compile-only child, so
-    the price of starting Python with torch and triton is paid once.
+    the price of starting Python with torch and triton is paid once; results are
+    cached for the life of the process.
+
+    Examples
+    --------
+    >>> from softmax_lib.kernels import compiled
+    >>> a, b = compiled.reports([compiled.softmax_request(1024), compiled.softmax_request(781)])
+    >>> a.widest_global_access_bytes, b.widest_global_access_bytes  # 16-byte vectors, then 4-byte floats
+    (16, 4)
     """
     keys = [json.dumps(r, sort_keys=True) for r in requests]
     missing = [k for k in dict.fromkeys(keys) if k not in _CACHE]
