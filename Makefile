@@ -47,7 +47,7 @@ execute: setup
 test: test-lib test-notebooks test-book test-browser test-colab
 
 test-lib: setup
-	$(PY) -m pytest tests softmax_lib --doctest-modules -q -n $(JOBS) -m "not browser" --ignore=tests/test_colab_path.py
+	$(PY) -m pytest tests softmax_lib --doctest-modules -q -n $(JOBS) --dist loadscope -m "not browser" --ignore=tests/test_colab_path.py
 
 test-notebooks: setup
 	$(PY) -m pytest -q -n $(JOBS) --dist loadscope --nbval chapters --nbval-sanitize-with tests/nbval_sanitize.cfg \

@@ -9,6 +9,10 @@ mask.  Without a GPU the kernels run through Triton's interpreter on CPU tensors
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -269,3 +273,19 @@ def test_attention_flops_counts_two_matrix_products_and_halves_for_causal():
     assert attention_flops(B, H, L, d, causal=True) == attention_flops(B, H, L, d) / 2
     # backward: five products against the forward's two -> 2.5x, so 3.5x in total
     assert attention_flops(B, H, L, d, backward=True) == 3.5 * attention_flops(B, H, L, d)
+
+
+def test_kernels_run_on_the_interpreter_even_when_triton_was_imported_first():
+    # triton.language's own jitted helpers (tl.max, tl.sum, tl.zeros) are compiled-only when
+    # triton is imported before TRITON_INTERPRET is set; the kernels must not call them.
+    code = ("import triton\nimport torch\nfrom softmax_lib import kernels\n"
+            "if kernels.INTERPRETED:\n"
+            "    q = torch.randn(1, 2, 9, 16, requires_grad=True)\n"
+            "    out = kernels.flash_attention(q, q, q, causal=True)\n"
+            "    out.sum().backward()\n"
+            "    y = kernels.softmax(torch.randn(3, 40000))\n"
+            "    assert torch.allclose(y.sum(-1), torch.ones(3))\n"
+            "print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -1,9 +1,9 @@
-"""Small Triton helpers shared by the softmax kernels (Chapters 8 and 9).
+"""Small Triton helpers shared by the kernels (Chapters 8 to 10).
 
 Reductions call ``tl.reduce`` directly rather than ``tl.max`` and ``tl.sum``: those
-two are ``@triton.jit`` functions inside ``triton.language``, compiled for the GPU
-when triton was imported before ``TRITON_INTERPRET`` was set, and the interpreter
-cannot call them then.  We pass triton's own combine functions, which the
+two (and ``tl.zeros``, for which the kernels write ``tl.full``) are ``@triton.jit``
+functions inside ``triton.language``, compiled for the GPU when triton was imported
+before ``TRITON_INTERPRET`` was set, and the interpreter cannot call them then.  We pass triton's own combine functions, which the
 interpreter recognises and replaces by NumPy's vectorised (pairwise) reductions;
 on a GPU the generated code is exactly that of ``tl.max`` and ``tl.sum``.
 """

@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED, check_runnable
+from ._common import row_max, row_sum
 
 __all__ = ["flash_attention", "flash_attention_forward", "causal_block_counts", "kernel_source",
            "LOG2E"]
@@ -84,7 +85,7 @@ def _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, lo, hi
         if MODE == 0:
             # qk_scale >= 0 (the launcher makes it so): max(s) * qk_scale is the maximum
             # of the scaled scores, and the scaling folds into one multiply-add.
-            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)        # running maximum, base 2
+            m_new = tl.maximum(m_i, row_max(s, 1) * qk_scale)        # running maximum, base 2
             p = tl.math.exp2(s * qk_scale - m_new[:, None])         # unnormalised probabilities
         else:
             s = s * qk_scale
@@ -92,10 +93,10 @@ def _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, lo, hi
                 s = tl.where(cols[None, :] < L, s, float("-inf"))
             else:
                 s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_new = tl.maximum(m_i, row_max(s, 1))
             p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)                           # rescales the old state
-        l_i = l_i * alpha + tl.sum(p, 1)
+        l_i = l_i * alpha + row_sum(p, 1)
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(v.dtype), v, acc)                         # (BLOCK_M, d)
         m_i = m_new
@@ -120,8 +121,8 @@ def _attn_fwd(Q, K, V, O, LSE, Kd, Vd, L, qk_scale,
     q = tl.load(Q + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=row_ok, other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    l_i = tl.full([BLOCK_M], 0.0, tl.float32)
+    acc = tl.full([BLOCK_M, HEAD_DIM], 0.0, tl.float32)
     if CAUSAL:
         # Blocks left of the diagonal: every key visible, no mask.  Blocks right of
         # it are never visited (that is the saving).  The diagonal gets the mask.
@@ -153,7 +154,7 @@ def _attn_bwd_delta(O, DO, Delta, L, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constex
     offs = off_bh * L * HEAD_DIM + offs_m[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :]
     o = tl.load(O + offs, mask=offs_m[:, None] < L, other=0.0).to(tl.float32)
     do = tl.load(DO + offs, mask=offs_m[:, None] < L, other=0.0).to(tl.float32)
-    tl.store(Delta + off_bh * L + offs_m, tl.sum(o * do, 1), mask=offs_m < L)
+    tl.store(Delta + off_bh * L + offs_m, row_sum(o * do, 1), mask=offs_m < L)
 
 
 @triton.jit
@@ -213,8 +214,8 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, L, qk_scale, sm_scale,
     col_ok = offs_n[:, None] < L
     k = tl.load(K + kv_offs, mask=col_ok, other=0.0)
     v = tl.load(V + kv_offs, mask=col_ok, other=0.0)
-    dk = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
+    dk = tl.full([BLOCK_N1, HEAD_DIM], 0.0, tl.float32)
+    dv = tl.full([BLOCK_N1, HEAD_DIM], 0.0, tl.float32)
     if CAUSAL:
         # Queries above the diagonal never see these keys: start at the key block.
         diag_end = tl.minimum(start_n + BLOCK_N1, L)
@@ -277,7 +278,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, L, qk_scale, sm_scale,
     do = tl.load(DO + q_offs, mask=row_ok, other=0.0)
     lse = tl.load(LSE + off_bh * L + offs_m, mask=offs_m < L, other=0.0)
     delta = tl.load(Delta + off_bh * L + offs_m, mask=offs_m < L, other=0.0)
-    dq = tl.zeros([BLOCK_M2, HEAD_DIM], dtype=tl.float32)
+    dq = tl.full([BLOCK_M2, HEAD_DIM], 0.0, tl.float32)
     if CAUSAL:
         diag = start_m * BLOCK_M2
         dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, 0, diag,
