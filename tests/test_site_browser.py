@@ -280,6 +280,11 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
         if raw in text:
             where = text.index(raw)
             problems.append(f"raw TeX {raw!r} in the visible text: ...{text[max(0, where - 60):where + 60]!r}...")
+    # a Markdown table (sl.notebook.table) shown as text: its rule row, "---" or Sphinx's em dash
+    rule = re.search(r"\|(?:-{3,}|\u2014|\u2013)\|", text)
+    if rule:
+        where = rule.start()
+        problems.append(f"unrendered Markdown table: ...{text[max(0, where - 60):where + 60]!r}...")
 
     for image in page.evaluate(_IMAGES_JS):
         if not image["ok"]:
