@@ -36,7 +36,6 @@ if INTERPRETED:
     os.environ["TRITON_INTERPRET"] = "1"
 
 
-
 def check_runnable() -> None:
     """Raise ``RuntimeError`` when the kernels were imported compile-only (they cannot run)."""
     if COMPILE_ONLY:
