@@ -210,6 +210,8 @@ def compile_kernel(kernel, args: dict, constexprs: dict | None = None, *, num_wa
 def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", *, m: int | None = None,
                     arch: int = 90, sm_count: int = 132) -> dict:
     """What :func:`softmax_report` compiles, as plain data for :func:`reports` (see there)."""
+    import triton
+
     from . import fused_softmax as fs
     from . import long_rows as lr
 
@@ -231,10 +233,10 @@ def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", 
             return _request(fs._forward_rows_persistent, args, {**meta, "NUM_STAGES": stages}, warps, 3, arch)
         args = dict(y_ptr=ptr, dy_ptr=ptr, dx_ptr=ptr, M=m, N=n, stride_y=n, stride_dy=n, stride_dx=n)
         return _request(fs._backward_rows, args, {**meta, "NUM_STAGES": stages}, warps, 3, arch)
-    block_n = lr.cooperative_config(direction, itemsize)[0] // itemsize
+    block_n = fs._segment(n, None, "cooperative", itemsize, direction)  # as the launcher cuts the row
     segments = -(-n // block_n)
     warps = lr.cooperative_config(direction, itemsize)[1]
-    meta = dict(SEGMENTS=segments, BLOCK_N=block_n, BLOCK_S=1 << (segments - 1).bit_length(), ALIGN=align)
+    meta = dict(SEGMENTS=segments, BLOCK_N=block_n, BLOCK_S=triton.next_power_of_2(segments), ALIGN=align)
     if direction == "forward":
         args = dict(x_ptr=ptr, y_ptr=ptr, m_ptr="*fp32", d_ptr="*fp32", count_ptr="*i32", M=m, N=n,
                     stride_x=n, stride_y=n)
