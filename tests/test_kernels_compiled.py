@@ -69,14 +69,36 @@ def test_every_softmax_configuration_compiles_and_fits_a_multiprocessor(softmax_
 
 @pytest.mark.parametrize("n", SOFTMAX_NS)
 @pytest.mark.parametrize("dtype, itemsize", [("float32", 4), ("bfloat16", 2)])
-def test_rows_move_in_16_byte_vectors_exactly_when_their_length_allows(softmax_reports, n, dtype, itemsize):
+def test_rows_move_in_16_byte_vectors_where_their_length_or_a_window_allows(softmax_reports, n, dtype, itemsize):
     # a whole vector of 16 bytes holds 16 / itemsize entries; rows start on one only if
-    # that number divides the row length (the storage is contiguous)
+    # that number divides the row length (the storage is contiguous); other rows of at
+    # least four vectors are read through windows of whole vectors, up to 16K entries
     vector_entries = 16 // itemsize
+    window = 1 << (n + 2 * (vector_entries - 1) - 1).bit_length()
     for direction in ("forward", "backward"):
         report = softmax_reports[(n, dtype, direction)]
-        expected = 16 if n % vector_entries == 0 else itemsize * (n & -n if n % 2 == 0 else 1)
+        if n % vector_entries == 0 or (n >= 4 * vector_entries and window <= 16384):
+            expected = 16
+        else:
+            expected = itemsize * (n & -n if n % 2 == 0 else 1)
         assert report.widest_global_access_bytes == min(16, expected), (direction, report.summary())
+        if report.kernel.endswith("_peeled"):  # every load is a whole vector; only the ends are stored singly
+            assert set(report.global_loads) <= {"ld.global.v4.b32"}
+            assert set(report.async_copy_bytes) <= {16}
+            assert "st.global.v4.b32" in report.global_stores
+            assert report.spill_stores == 0
+
+
+#: Row lengths that start inside vectors, up to the longest window (16K entries).
+WINDOW_CASES = [(n, dtype, direction) for n in (67, 255, 1001, 2047, 3001, 6001, 8185, 16369)
+                for dtype in ("float32", "bfloat16") for direction in ("forward", "backward")]
+
+
+def test_window_kernels_fit_a_multiprocessor_without_spilling():
+    for case, report in zip(WINDOW_CASES, C.reports([C.softmax_request(*case) for case in WINDOW_CASES])):
+        assert report.kernel.endswith("_peeled"), case
+        assert report.spill_stores == 0 and report.registers <= 255 and report.resident_programs() >= 1, (
+            case, report.summary())
 
 
 def test_the_align_hint_is_what_vectorizes_a_row_of_1000():

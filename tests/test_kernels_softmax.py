@@ -239,3 +239,113 @@ def test_resident_programs_matches_the_occupancy_rules_worked_by_hand():
     assert resident_programs(32, 100 * 1024, 4) == 2
     # tiny programs: the scheduler's 32 per multiprocessor is the limit
     assert resident_programs(16, 0, 1) == 32
+
+
+# --------------------------------------------------------------------------------------
+# Rows that start inside a vector: head, body of whole vectors, tail
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("itemsize, n, align, pointers, strides, expected", [
+    (4, 781, 1, (0, 64), (781, 781), 4),          # odd rows, aligned tensors, one stride: windows
+    (2, 12345, 1, (0, 32), (12345, 12345), 8),    # 16-bit entries: 8 per vector
+    (2, 1004, 4, (0, 16), (1004, 1004), 8),       # a multiple of 4 but not of 8 halves: inside vectors
+    (4, 1000, 4, (0, 16), (1000, 1000), 0),       # whole vectors already (ALIGN does it)
+    (4, 781, 1, (4, 64), (781, 781), 0),          # a tensor starts mid-vector: rows sit differently
+    (4, 781, 1, (0, 64), (783, 781), 0),          # strides differ: rows start at different offsets
+    (4, 13, 1, (0, 64), (13, 13), 0),             # fewer than four vectors a row: not worth it
+])
+def test_peel_width_reads_windows_only_where_it_pays_and_is_possible(itemsize, n, align, pointers, strides,
+                                                                      expected):
+    from softmax_lib.kernels._common import peel_width
+
+    assert peel_width(itemsize, n, align, pointers, strides) == expected
+
+
+@pytest.mark.parametrize("m, n, stride, peel", [(9, 781, 781, 4), (4, 781, 781, 4), (5, 3, 3, 4), (7, 20, 23, 8),
+                                                 (1, 5, 5, 4), (6, 17, 17, 8), (3, 2, 2, 8)])
+def test_window_rows_are_exactly_the_rows_whose_window_stays_inside_the_tensor(m, n, stride, peel):
+    from softmax_lib.kernels._common import window_rows
+
+    total = (m - 1) * stride + n
+    # brute force: a row's window ends on the vector boundary at or after the row's end,
+    # which must not lie past the tensor's last entry
+    fits = [-(-(r * stride + n) // peel) * peel <= total for r in range(m)]
+    expected = fits.index(False) if False in fits else m
+    assert all(fits[:expected]) and not any(fits[expected:])
+    assert window_rows(m, n, stride, peel) == expected
+
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from softmax_lib.kernels._common import row_window  # noqa: E402
+
+
+@triton.jit
+def _window_kernel(out_ptr, N, stride, ROWS: tl.constexpr, PEEL: tl.constexpr):
+    rows = tl.arange(0, ROWS).to(tl.int64)
+    window, lead, n_window, lo, hi = row_window(rows, stride, N, PEEL)
+    base = out_ptr + rows * 5
+    tl.store(base + 0, window)
+    tl.store(base + 1, lead)
+    tl.store(base + 2, n_window)
+    tl.store(base + 3, lo)
+    tl.store(base + 4, hi)
+
+
+def test_row_window_holds_each_row_in_whole_vectors_and_marks_the_whole_vectors_inside_it():
+    # Oracle: the entries of each row and of each vector as sets, for rows starting at
+    # every offset within a vector.
+    rows = 16
+    for peel in (4, 8):
+        for n in (1, 2, 3, 5, 7, 8, 9, 13, 31, 781):
+            for stride in sorted({n, n + 1, n + 3}):
+                out = torch.zeros(rows * 5, dtype=torch.int64)
+                _window_kernel[(1,)](out, n, stride, ROWS=rows, PEEL=peel)
+                for r, (window, lead, n_window, lo, hi) in enumerate(out.view(rows, 5).tolist()):
+                    start = r * stride
+                    assert window % peel == 0 and n_window % peel == 0 and lo % peel == 0 and hi % peel == 0
+                    assert window + lead == start and 0 <= lead < peel
+                    # the window is the smallest run of whole vectors holding the row
+                    assert window <= start and start + n <= window + n_window < start + n + peel
+                    vectors = [v for v in range(window, window + n_window, peel)
+                               if start <= v and v + peel <= start + n]
+                    whole = list(range(window + lo, window + max(lo, hi), peel))
+                    assert whole == vectors, (peel, n, stride, r)
+
+
+@pytest.mark.parametrize("m, n", [(9, 781), (4, 781), (3, 37), (5, 1001), (2, 67)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rows_read_through_aligned_windows_match_torch(m, n, dtype):
+    from softmax_lib.kernels._common import alignment, peel_width
+
+    x = _logits((m, n), dtype=dtype)
+    x[0, n // 2] = float("-inf")
+    x[1, :] = float("-inf")  # an empty row: zeros, and a zero gradient
+    x[-1, 0] = float("inf")  # the neighbours' entries must take no part in a row
+    align = alignment(x.element_size(), n)
+    assert peel_width(x.element_size(), n, align, (x.data_ptr(), 0), (n, n)) == 16 // x.element_size()
+    xk = x.detach().clone().requires_grad_()
+    y = kernels.softmax(xk)
+    p = torch.softmax(x.double(), -1)
+    p[1] = 0.0
+    p[-1] = torch.nn.functional.one_hot(torch.tensor(0), n).double()
+    torch.testing.assert_close(y.double(), p, atol=TOL[dtype], rtol=TOL[dtype])
+    dy = _logits((m, n), dtype=dtype, seed=2)
+    (dx,) = torch.autograd.grad(y, xk, dy)
+    dx_ref = p * (dy.double() - (p * dy.double()).sum(-1, keepdim=True))
+    torch.testing.assert_close(dx.double(), dx_ref, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+def test_with_windows_turned_off_the_entry_by_entry_kernels_match_torch(monkeypatch):
+    monkeypatch.setattr(fs, "READ_WINDOWS", False)
+    _check_forward_backward(_logits((9, 781)), TOL[torch.float32])
+
+
+def test_a_tensor_starting_mid_vector_takes_the_entry_by_entry_kernel_and_matches_torch():
+    # one float past a 16-byte boundary: rows of x and y would sit differently in their vectors
+    storage = _logits((7 * 781 + 1,))
+    x = storage[1:].view(7, 781)
+    assert x.data_ptr() % 16 == 4
+    _check_forward_backward(x, TOL[torch.float32])

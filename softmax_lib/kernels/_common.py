@@ -122,3 +122,56 @@ def exp_rows(x, shift, top):
 def reciprocal(d):
     """1 / d, and 0 for an empty row (d == 0); a NaN stays NaN."""
     return tl.where(d == 0.0, 0.0, 1.0 / d)
+
+
+# --------------------------------------------------------------------------------------
+# Rows that do not start on a 16-byte boundary: read whole vectors around them
+# --------------------------------------------------------------------------------------
+
+
+def peel_width(itemsize: int, n: int, align: int, pointers, strides) -> int:
+    """``PEEL`` for a launch: entries per 16-byte vector when rows of ``n`` entries should be
+    read through aligned windows (:func:`row_window`), 0 when they need not or cannot be.
+
+    It pays when ``align`` (:func:`alignment`) is below a whole vector, i.e. rows start
+    inside vectors, and the rows hold at least four vectors.  It is possible when every
+    tensor starts on a 16-byte boundary and all share one row stride: then a row sits
+    at the same place within its vectors in each of them.
+    """
+    vec = VECTOR_BYTES // itemsize
+    if align >= vec or n < 4 * vec or len(set(strides)) != 1 or any(int(p) % VECTOR_BYTES for p in pointers):
+        return 0
+    return vec
+
+
+def window_rows(m: int, n: int, stride: int, peel: int) -> int:
+    """How many leading rows of an ``(m, n)`` tensor with row ``stride`` can be read through
+    aligned windows without reading past its last entry: a window ends on the vector
+    boundary at or after its row's end, so the rows ending inside the tensor's last,
+    partial vector (if it has one) are left to the kernel that reads entry by entry."""
+    total = (m - 1) * stride + n
+    last = total // peel * peel  # the last vector boundary inside the tensor
+    if last == total:
+        return m
+    return max(0, min(m, (last - n) // stride + 1)) if last >= n else 0
+
+
+@triton.jit
+def row_window(rows, stride, N, PEEL: tl.constexpr):
+    """Where each row ``[start, start + N)`` sits in the whole vectors around it.
+
+    Returns ``(window, lead, n_window, lo, hi)``: the window starts at ``window``, the
+    vector boundary at or before the row, and holds ``n_window`` entries up to the
+    boundary at or after its end (so it reads up to ``PEEL - 1`` entries of the rows
+    on either side); the row is window entries ``[lead, lead + N)``, of which
+    ``[lo, hi)`` are whole vectors (empty when ``hi <= lo``).  Every boundary is
+    written as ``// PEEL * PEEL`` so that the compiler sees the multiples of ``PEEL``
+    and may move the window, and store the whole vectors, 16 bytes at a time.
+    """
+    start = rows * stride
+    window = start // PEEL * PEEL
+    lead = start - window
+    n_window = ((start + N + PEEL - 1) // PEEL * PEEL - window) // PEEL * PEEL
+    lo = (lead + PEEL - 1) // PEEL * PEEL
+    hi = (start + N - window) // PEEL * PEEL
+    return window, lead, n_window, lo, hi

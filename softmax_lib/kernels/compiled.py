@@ -37,7 +37,7 @@ import tempfile
 from collections import Counter
 
 from . import INTERPRETED
-from ._common import alignment, resident_programs
+from ._common import alignment, peel_width, resident_programs, window_rows
 
 __all__ = ["KernelReport", "compile_kernel", "softmax_request", "softmax_report", "flash_request", "flash_report",
            "reports", "vector_bytes"]
@@ -226,6 +226,17 @@ def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", 
     if n <= fs.MAX_FUSED:
         grid, rows, block_n, warps, stages = fs._rows_config(n, m, direction, itemsize, sm_count=sm_count)
         meta = dict(ROWS=rows, BLOCK_N=block_n, ALIGN=align)
+        peel = fs.READ_WINDOWS and peel_width(itemsize, n, align, (0, 0), (n, n))  # contiguous, from torch
+        windowed = window_rows(m, n, n, peel) if peel and fs._window_fits(n, peel) else 0
+        if windowed:  # rows start inside vectors: the launcher reads aligned windows around them
+            grid, rows, block_n, warps, stages = fs._rows_config(n, windowed, direction, itemsize,
+                                                                 sm_count=sm_count, peel=peel)
+            meta = dict(ROWS=rows, BLOCK_N=block_n, PEEL=peel, NUM_STAGES=stages if grid * rows < windowed else 1)
+            if direction == "forward":
+                args = dict(x_ptr=ptr, y_ptr=ptr, M=windowed, N=n, stride=n)
+                return _request(fs._forward_peeled, args, meta, warps, 3, arch)
+            args = dict(y_ptr=ptr, dy_ptr=ptr, dx_ptr=ptr, M=windowed, N=n, stride=n)
+            return _request(fs._backward_peeled, args, {**meta, "NUM_STAGES": stages}, warps, 3, arch)
         if direction == "forward":
             args = dict(x_ptr=ptr, y_ptr=ptr, M=m, N=n, stride_x=n, stride_y=n)
             if grid * rows >= m:
@@ -310,7 +321,7 @@ def reports(requests: list[dict]) -> list[KernelReport]:
     Examples
     --------
     >>> from softmax_lib.kernels import compiled
-    >>> a, b = compiled.reports([compiled.softmax_request(1024), compiled.softmax_request(781)])
+    >>> a, b = compiled.reports([compiled.softmax_request(1024), compiled.softmax_request(20001)])
     >>> a.widest_global_access_bytes, b.widest_global_access_bytes  # 16-byte vectors, then 4-byte floats
     (16, 4)
     """

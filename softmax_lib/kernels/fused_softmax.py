@@ -33,7 +33,8 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED, check_runnable
-from ._common import aligned, alignment, exp_rows, reciprocal, row_max, row_shift, row_sum
+from ._common import (aligned, alignment, exp_rows, peel_width, reciprocal, row_max, row_shift, row_sum,
+                      row_window, window_rows)
 from .long_rows import backward_long, cooperative_config, forward_long
 
 __all__ = ["softmax", "softmax_forward", "softmax_backward", "choose_method"]
@@ -106,6 +107,54 @@ def _backward_rows(y_ptr, dy_ptr, dx_ptr, M, N, stride_y, stride_dy, stride_dx,
 
 
 # --------------------------------------------------------------------------------------
+# Rows that do not start on a vector: read the whole vectors around each row
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _forward_peeled(x_ptr, y_ptr, M, N, stride, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+                    PEEL: tl.constexpr, NUM_STAGES: tl.constexpr):
+    # x and y share the row stride and start on 16-byte boundaries, so a row sits at the
+    # same place in its vectors in both
+    cols = tl.arange(0, BLOCK_N)[None, :]
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+        rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        window, lead, n_window, lo, hi = row_window(rows, stride, N, PEEL)
+        window, lead, n_window = window[:, None], lead[:, None], n_window[:, None]
+        ok = rows[:, None] < M
+        x = tl.load(x_ptr + window + cols, mask=ok & (cols < n_window), other=float("-inf"),
+                    eviction_policy="evict_first").to(tl.float32)  # whole vectors, neighbours' entries too
+        in_row = (cols >= lead) & (cols < lead + N)
+        x = tl.where(in_row, x, float("-inf"))  # the neighbours' entries take no part
+        shift, top = row_shift(row_max(x, 1))
+        e = exp_rows(x, shift[:, None], top[:, None])
+        y = (e * reciprocal(row_sum(e, 1))[:, None]).to(y_ptr.dtype.element_ty)
+        whole = (cols >= lo[:, None]) & (cols < hi[:, None])
+        tl.store(y_ptr + window + cols, y, mask=ok & whole)  # 16 bytes at a time
+        tl.store(y_ptr + window + cols, y, mask=ok & in_row & ~whole)  # < PEEL entries at each end
+
+
+@triton.jit
+def _backward_peeled(y_ptr, dy_ptr, dx_ptr, M, N, stride, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+                     PEEL: tl.constexpr, NUM_STAGES: tl.constexpr):
+    cols = tl.arange(0, BLOCK_N)[None, :]
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+        rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        window, lead, n_window, lo, hi = row_window(rows, stride, N, PEEL)
+        window, lead, n_window = window[:, None], lead[:, None], n_window[:, None]
+        ok = rows[:, None] < M
+        read = ok & (cols < n_window)
+        y = tl.load(y_ptr + window + cols, mask=read, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        dy = tl.load(dy_ptr + window + cols, mask=read, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        in_row = (cols >= lead) & (cols < lead + N)
+        y, dy = tl.where(in_row, y, 0.0), tl.where(in_row, dy, 0.0)
+        dx = (y * (dy - row_sum(y * dy, 1)[:, None])).to(dx_ptr.dtype.element_ty)
+        whole = (cols >= lo[:, None]) & (cols < hi[:, None])
+        tl.store(dx_ptr + window + cols, dx, mask=ok & whole)
+        tl.store(dx_ptr + window + cols, dx, mask=ok & in_row & ~whole)
+
+
+# --------------------------------------------------------------------------------------
 # Launch configuration
 # --------------------------------------------------------------------------------------
 
@@ -125,14 +174,18 @@ FUSED_CONFIGS = {
 
 
 def _rows_config(n: int, grid_rows: int, direction: str = "forward", itemsize: int = 4,
-                 sm_count: int | None = None):
+                 sm_count: int | None = None, peel: int = 0):
     """(grid, ROWS, BLOCK_N, num_warps, num_stages) of the fused path for rows of ``n``
-    (``sm_count``: multiprocessors of the GPU; default this machine's, 1 on the interpreter)."""
-    block_n = triton.next_power_of_2(n)
+    (``sm_count``: multiprocessors of the GPU; default this machine's, 1 on the interpreter;
+    ``peel``: the window kernels' vector width, whose windows hold up to ``n + 2 (peel - 1)``)."""
+    block_n = triton.next_power_of_2(n + 2 * (peel - 1) if peel else n)
     table = FUSED_CONFIGS[(direction, 4 if itemsize >= 4 else 2)]
     config = next((c for c in table if n <= c[0]), table[-1])
     _, elements, warps, stages, per_sm = config
     rows = max(1, min(128, elements // block_n))
+    if peel:  # the window kernels keep two masks per entry: at most 16K entries a tile, 32 a thread
+        rows = max(1, min(rows, WINDOW_ENTRIES // block_n))
+        warps = max(warps, min(32, rows * block_n // 1024))
     tiles = triton.cdiv(grid_rows, rows)
     grid = tiles
     if per_sm:  # persistent: as many programs as fit at once (the interpreter: a few, to test the loop)
@@ -194,6 +247,62 @@ def _launch_context():
     return np.errstate(all="ignore") if INTERPRETED else contextlib.nullcontext()
 
 
+#: Read rows that start inside 16-byte vectors through aligned windows (the ``_peeled``
+#: kernels).  The benchmark turns it off to time the kernels that read them entry by entry.
+READ_WINDOWS = True
+#: Longest window (entries) the ``_peeled`` kernels take; longer rows that start inside
+#: vectors are read entry by entry (windows of 32K entries spill registers in every
+#: configuration we compiled for sm_90).
+WINDOW_ENTRIES = 16384
+
+
+def _window_fits(n: int, peel: int) -> bool:
+    return triton.next_power_of_2(n + 2 * (peel - 1)) <= WINDOW_ENTRIES
+
+
+def _forward_fused(x2: torch.Tensor, y2: torch.Tensor) -> None:
+    """Fused forward over the rows of ``x2`` into ``y2`` (both (M, N), unit stride along rows)."""
+    (m, n), itemsize = x2.shape, x2.element_size()
+    align = alignment(itemsize, n, x2.stride(0), y2.stride(0))
+    peel = READ_WINDOWS and peel_width(itemsize, n, align, (x2.data_ptr(), y2.data_ptr()),
+                                       (x2.stride(0), y2.stride(0)))
+    windowed = window_rows(m, n, x2.stride(0), peel) if peel and _window_fits(n, peel) else 0
+    if windowed:  # rows start inside vectors: read the whole vectors around them
+        grid, rows, block_n, warps, stages = _rows_config(n, windowed, "forward", itemsize, peel=peel)
+        _forward_peeled[(grid,)](x2, y2, windowed, n, x2.stride(0), ROWS=rows, BLOCK_N=block_n, PEEL=peel,
+                                 NUM_STAGES=stages if grid * rows < windowed else 1, num_warps=warps)
+        if windowed == m:
+            return
+        x2, y2, m = x2[windowed:], y2[windowed:], m - windowed  # rows in the tensor's last, partial vector
+    grid, rows, block_n, warps, stages = _rows_config(n, m, "forward", itemsize)
+    if grid * rows >= m:  # one tile per program
+        _forward_rows[(grid,)](x2, y2, m, n, x2.stride(0), y2.stride(0),
+                               ROWS=rows, BLOCK_N=block_n, ALIGN=align, num_warps=warps)
+    else:
+        _forward_rows_persistent[(grid,)](x2, y2, m, n, x2.stride(0), y2.stride(0), ROWS=rows,
+                                          BLOCK_N=block_n, NUM_STAGES=stages, ALIGN=align, num_warps=warps)
+
+
+def _backward_fused(y2: torch.Tensor, dy2: torch.Tensor, dx2: torch.Tensor) -> None:
+    """Fused backward over the rows of ``y2``, ``dy2`` into ``dx2`` (all (M, N))."""
+    (m, n), itemsize = y2.shape, y2.element_size()
+    strides = (y2.stride(0), dy2.stride(0), dx2.stride(0))
+    align = alignment(itemsize, n, *strides)
+    peel = READ_WINDOWS and peel_width(itemsize, n, align, (y2.data_ptr(), dy2.data_ptr(), dx2.data_ptr()),
+                                       strides)
+    windowed = window_rows(m, n, y2.stride(0), peel) if peel and _window_fits(n, peel) else 0
+    if windowed:
+        grid, rows, block_n, warps, stages = _rows_config(n, windowed, "backward", itemsize, peel=peel)
+        _backward_peeled[(grid,)](y2, dy2, dx2, windowed, n, y2.stride(0), ROWS=rows, BLOCK_N=block_n,
+                                  PEEL=peel, NUM_STAGES=stages, num_warps=warps)
+        if windowed == m:
+            return
+        y2, dy2, dx2, m = y2[windowed:], dy2[windowed:], dx2[windowed:], m - windowed
+    grid, rows, block_n, warps, stages = _rows_config(n, m, "backward", itemsize)
+    _backward_rows[(grid,)](y2, dy2, dx2, m, n, *strides, ROWS=rows, BLOCK_N=block_n,
+                            NUM_STAGES=stages, ALIGN=align, num_warps=warps)
+
+
 def softmax_forward(x: torch.Tensor, *, block_size: int | None = None, method: str | None = None) -> torch.Tensor:
     """Forward kernels only (no autograd): softmax over the last dim of a checked tensor."""
     n = x.shape[-1]
@@ -203,14 +312,7 @@ def softmax_forward(x: torch.Tensor, *, block_size: int | None = None, method: s
     if y2.numel() == 0:
         return y2.reshape(x.shape)
     if method == "fused":
-        grid, rows, block_n, warps, stages = _rows_config(n, x2.shape[0], "forward", x.element_size())
-        align = alignment(x.element_size(), n, x2.stride(0), y2.stride(0))
-        if grid * rows >= x2.shape[0]:  # one tile per program
-            _forward_rows[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0),
-                                   ROWS=rows, BLOCK_N=block_n, ALIGN=align, num_warps=warps)
-        else:
-            _forward_rows_persistent[(grid,)](x2, y2, x2.shape[0], n, x2.stride(0), y2.stride(0), ROWS=rows,
-                                              BLOCK_N=block_n, NUM_STAGES=stages, ALIGN=align, num_warps=warps)
+        _forward_fused(x2, y2)
     else:
         forward_long(x2, y2, method, _segment(n, block_size, method, x.element_size(), "forward"))
     return y2.reshape(x.shape)
@@ -226,10 +328,7 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, block_size: int | Non
     if dx2.numel() == 0:
         return dx2.reshape(y.shape)
     if method == "fused":
-        grid, rows, block_n, warps, stages = _rows_config(n, y2.shape[0], "backward", y.element_size())
-        align = alignment(y.element_size(), n, y2.stride(0), dy2.stride(0), dx2.stride(0))
-        _backward_rows[(grid,)](y2, dy2, dx2, y2.shape[0], n, y2.stride(0), dy2.stride(0), dx2.stride(0),
-                                ROWS=rows, BLOCK_N=block_n, NUM_STAGES=stages, ALIGN=align, num_warps=warps)
+        _backward_fused(y2, dy2, dx2)
     else:
         backward_long(y2, dy2, dx2, method, _segment(n, block_size, method, y.element_size(), "backward"))
     return dx2.reshape(y.shape)
