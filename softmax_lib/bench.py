@@ -255,13 +255,35 @@ def _reference_backward(y, dy):
     return y * (dy - (y * dy).sum(-1, keepdim=True))
 
 
+def _reads_windows(n: int, itemsize: int) -> bool:
+    """Whether contiguous rows of ``n`` entries go to the aligned-window kernels."""
+    from .kernels import fused_softmax as fs
+    from .kernels._common import alignment, peel_width
+
+    peel = peel_width(itemsize, n, alignment(itemsize, n), (0, 0), (n, n))
+    return bool(peel) and n <= fs.MAX_FUSED and fs._window_fits(n, peel)
+
+
+def _entrywise(fn, *args):
+    """``fn(*args)`` with the window kernels turned off (rows read entry by entry)."""
+    from .kernels import fused_softmax as fs
+
+    fs.READ_WINDOWS = False
+    try:
+        return fn(*args)
+    finally:
+        fs.READ_WINDOWS = True
+
+
 def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=("float32", "bfloat16"),
                   with_compile: bool = True, rep: int = 20) -> dict[str, Any]:
     """Forward and backward softmax against torch.softmax, torch.compile and the copy.
 
     Writes ``softmax_forward.json`` and ``softmax_backward.json`` into ``out_dir``; each
     holds, per dtype, a list of rows ``{n, m, ms, gbs, fraction_of_copy}`` per
-    implementation (``triton``, ``torch``, ``torch_compile``) and the copy bandwidth.
+    implementation (``triton``, ``torch``, ``torch_compile``, and for rows that start
+    inside 16-byte vectors ``triton_entrywise``, the kernels that read them entry by
+    entry instead of through aligned windows) and the copy bandwidth.
     """
     import torch
 
@@ -290,6 +312,9 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
             impls_f = {"triton": lambda: fs.softmax_forward(x), "torch": lambda: torch.softmax(x, -1)}
             impls_b = {"triton": lambda: fs.softmax_backward(y, dy),
                        "torch": lambda: _torch_softmax_backward(y, dy)}
+            if _reads_windows(n, itemsize):  # the rows start inside vectors: time both kernels
+                impls_f["triton_entrywise"] = lambda: _entrywise(fs.softmax_forward, x)
+                impls_b["triton_entrywise"] = lambda: _entrywise(fs.softmax_backward, y, dy)
             if with_compile:
                 torch._dynamo.reset()  # a fresh compile for this shape, not a recompile-limit fallback
                 cf = torch.compile(lambda t: torch.softmax(t, -1), dynamic=False)

@@ -67,3 +67,29 @@ def test_command_line_without_gpu_says_so_and_fails(capsys):
         pytest.skip("a GPU is here")
     assert bench.main(["--out", "unused", "--only", "softmax"]) == 1
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n, itemsize, expected", [(781, 4, True), (12345, 2, True), (1024, 4, False),
+                                                   (1000, 4, False), (1004, 2, True), (20001, 4, False),
+                                                   (13, 4, False)])
+def test_the_benchmark_times_the_entry_by_entry_kernels_exactly_where_windows_are_read(n, itemsize, expected):
+    pytest.importorskip("triton")
+    # windows: rows not a whole number of 16-byte vectors, at least four vectors long,
+    # whose window (n + 2 (vector - 1) entries, rounded up to a power of two) is <= 16K
+    vec = 16 // itemsize
+    window = 1 << (n + 2 * (vec - 1) - 1).bit_length()
+    assert (n % vec != 0 and n >= 4 * vec and window <= 16384) == expected
+    assert bench._reads_windows(n, itemsize) == expected
+
+
+def test_entrywise_turns_the_windows_back_on_even_when_the_call_fails():
+    pytest.importorskip("triton")
+    from softmax_lib.kernels import fused_softmax as fs
+
+    def boom():
+        assert fs.READ_WINDOWS is False
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        bench._entrywise(boom)
+    assert fs.READ_WINDOWS is True
