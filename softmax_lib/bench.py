@@ -258,10 +258,9 @@ def _reference_backward(y, dy):
 def _reads_windows(n: int, itemsize: int) -> bool:
     """Whether contiguous rows of ``n`` entries go to the aligned-window kernels."""
     from .kernels import fused_softmax as fs
-    from .kernels._common import alignment, peel_width
+    from .kernels._common import alignment
 
-    peel = peel_width(itemsize, n, alignment(itemsize, n), (0, 0), (n, n))
-    return bool(peel) and n <= fs.MAX_FUSED and fs._window_fits(n, peel)
+    return n <= fs.MAX_FUSED and fs._window_plan(2, n, itemsize, alignment(itemsize, n), (0, 0), (n, n))[1] > 0
 
 
 def _entrywise(fn, *args):

@@ -37,7 +37,7 @@ import tempfile
 from collections import Counter
 
 from . import INTERPRETED
-from ._common import alignment, peel_width, resident_programs, window_rows
+from ._common import alignment, resident_programs
 
 __all__ = ["KernelReport", "compile_kernel", "softmax_request", "softmax_report", "flash_request", "flash_report",
            "reports", "vector_bytes"]
@@ -226,8 +226,7 @@ def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", 
     if n <= fs.MAX_FUSED:
         grid, rows, block_n, warps, stages = fs._rows_config(n, m, direction, itemsize, sm_count=sm_count)
         meta = dict(ROWS=rows, BLOCK_N=block_n, ALIGN=align)
-        peel = fs.READ_WINDOWS and peel_width(itemsize, n, align, (0, 0), (n, n))  # contiguous, from torch
-        windowed = window_rows(m, n, n, peel) if peel and fs._window_fits(n, peel) else 0
+        peel, windowed = fs._window_plan(m, n, itemsize, align, (0, 0), (n, n))  # contiguous, from torch
         if windowed:  # rows start inside vectors: the launcher reads aligned windows around them
             grid, rows, block_n, warps, stages = fs._rows_config(n, windowed, direction, itemsize,
                                                                  sm_count=sm_count, peel=peel)

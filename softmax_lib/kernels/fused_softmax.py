@@ -256,17 +256,21 @@ READ_WINDOWS = True
 WINDOW_ENTRIES = 16384
 
 
-def _window_fits(n: int, peel: int) -> bool:
-    return triton.next_power_of_2(n + 2 * (peel - 1)) <= WINDOW_ENTRIES
+def _window_plan(m: int, n: int, itemsize: int, align: int, pointers, strides) -> tuple[int, int]:
+    """``(PEEL, rows)``: the vector width of the window kernels and how many leading rows
+    they take, or ``(0, 0)`` when they do not apply (see ``_common.peel_width``)."""
+    peel = peel_width(itemsize, n, align, pointers, strides) if READ_WINDOWS else 0
+    if not peel or triton.next_power_of_2(n + 2 * (peel - 1)) > WINDOW_ENTRIES:
+        return 0, 0
+    return peel, window_rows(m, n, strides[0], peel)
 
 
 def _forward_fused(x2: torch.Tensor, y2: torch.Tensor) -> None:
     """Fused forward over the rows of ``x2`` into ``y2`` (both (M, N), unit stride along rows)."""
     (m, n), itemsize = x2.shape, x2.element_size()
     align = alignment(itemsize, n, x2.stride(0), y2.stride(0))
-    peel = READ_WINDOWS and peel_width(itemsize, n, align, (x2.data_ptr(), y2.data_ptr()),
-                                       (x2.stride(0), y2.stride(0)))
-    windowed = window_rows(m, n, x2.stride(0), peel) if peel and _window_fits(n, peel) else 0
+    peel, windowed = _window_plan(m, n, itemsize, align, (x2.data_ptr(), y2.data_ptr()),
+                                  (x2.stride(0), y2.stride(0)))
     if windowed:  # rows start inside vectors: read the whole vectors around them
         grid, rows, block_n, warps, stages = _rows_config(n, windowed, "forward", itemsize, peel=peel)
         _forward_peeled[(grid,)](x2, y2, windowed, n, x2.stride(0), ROWS=rows, BLOCK_N=block_n, PEEL=peel,
@@ -288,9 +292,7 @@ def _backward_fused(y2: torch.Tensor, dy2: torch.Tensor, dx2: torch.Tensor) -> N
     (m, n), itemsize = y2.shape, y2.element_size()
     strides = (y2.stride(0), dy2.stride(0), dx2.stride(0))
     align = alignment(itemsize, n, *strides)
-    peel = READ_WINDOWS and peel_width(itemsize, n, align, (y2.data_ptr(), dy2.data_ptr(), dx2.data_ptr()),
-                                       strides)
-    windowed = window_rows(m, n, y2.stride(0), peel) if peel and _window_fits(n, peel) else 0
+    peel, windowed = _window_plan(m, n, itemsize, align, (y2.data_ptr(), dy2.data_ptr(), dx2.data_ptr()), strides)
     if windowed:
         grid, rows, block_n, warps, stages = _rows_config(n, windowed, "backward", itemsize, peel=peel)
         _backward_peeled[(grid,)](y2, dy2, dx2, windowed, n, y2.stride(0), ROWS=rows, BLOCK_N=block_n,
