@@ -267,11 +267,8 @@ def _entrywise(fn, *args):
     """``fn(*args)`` with the window kernels turned off (rows read entry by entry)."""
     from .kernels import fused_softmax as fs
 
-    fs.READ_WINDOWS = False
-    try:
+    with fs.entrywise():
         return fn(*args)
-    finally:
-        fs.READ_WINDOWS = True
 
 
 def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=("float32", "bfloat16"),

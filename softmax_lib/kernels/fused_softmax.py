@@ -256,6 +256,18 @@ READ_WINDOWS = True
 WINDOW_ENTRIES = 16384
 
 
+@contextlib.contextmanager
+def entrywise():
+    """Within this block, rows that start inside vectors are read entry by entry (the
+    kernels measured before the window kernels existed); for benchmarks and the book."""
+    global READ_WINDOWS
+    READ_WINDOWS = False
+    try:
+        yield
+    finally:
+        READ_WINDOWS = True
+
+
 def _window_plan(m: int, n: int, itemsize: int, align: int, pointers, strides) -> tuple[int, int]:
     """``(PEEL, rows)``: the vector width of the window kernels and how many leading rows
     they take, or ``(0, 0)`` when they do not apply (see ``_common.peel_width``)."""
