@@ -1,11 +1,13 @@
 # The Softmax Book.  Two commands do everything on a fresh clone:
 #   make book   build the website into _build/html (executing every notebook)
 #   make test   library tests, every notebook under nbval, the book with warnings as errors
-# and three more:
+# and more:
 #   make execute    re-run every notebook in place (commit the outputs)
 #   make serve      serve _build/html on http://localhost:8000
 #   make bench-gpu  measure the Triton kernels on a GPU into chapters/results/
 #                   (uses the Python that already has torch+triton; installs nothing)
+#   make tune-gpu   time the long-row (cooperative) kernel's settings on a GPU into
+#                   chapters/results/softmax_cooperative_tuning.json (then edit the table)
 #   make bench-cpu  softmax_lib against scipy.special on this CPU
 
 SHELL := /bin/bash
@@ -19,7 +21,7 @@ MATHJAX := _vendor/mathjax/tex-chtml.js
 JOBS ?= 2
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-lib test-notebooks test-book test-browser test-colab execute serve bench-gpu bench-cpu clean
+.PHONY: setup book test test-lib test-notebooks test-book test-browser test-colab execute serve bench-gpu tune-gpu bench-cpu clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +72,9 @@ serve:
 
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) -m softmax_lib.bench --out chapters/results
+
+tune-gpu:
+	PYTHONPATH=. $(PYTHON) -m softmax_lib.bench --out chapters/results --only tune
 
 bench-cpu: setup
 	$(PY) -m softmax_lib.bench_cpu

@@ -13,7 +13,7 @@ them too): :func:`provenance`, :func:`time_ms`, :func:`copy_bandwidth_gbs`,
 
 Command line::
 
-    python -m softmax_lib.bench --out DIR [--only softmax|attention] [--quick]
+    python -m softmax_lib.bench --out DIR [--only softmax|attention|tune] [--quick]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ __all__ = [
     "results_dir",
     "softmax_bytes",
     "bench_softmax",
+    "suggest_table",
+    "tune_cooperative",
     "main",
 ]
 
@@ -348,10 +350,119 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     return results
 
 
+# --------------------------------------------------------------------------------------
+# Tuning the cooperative path (Chapter 9): which segment size, warps and prefetch
+# --------------------------------------------------------------------------------------
+
+#: Row lengths the tuner measures (the cooperative path's range of the benchmark).
+TUNE_NS = [2**16, 2**17, 2**18, 2**19, 2**20]
+_SEGMENT_CHOICES = [(seg, warps, prefetch) for seg in (8192, 16384, 32768) for warps in (4, 8)
+                    for prefetch in (False, True)]
+#: Settings the tuner times per (direction, bytes per entry): (bytes per segment, warps,
+#: prefetch).  Left out: those that spill registers when compiled for sm_90 (checked by
+#: tests/test_kernels_compiled.py), a spill being a round trip to memory per entry.
+COOPERATIVE_CANDIDATES = {
+    ("forward", 4): list(_SEGMENT_CHOICES),
+    ("forward", 2): list(_SEGMENT_CHOICES),
+    ("backward", 4): [c for c in _SEGMENT_CHOICES if c != (32768, 4, True)],
+    ("backward", 2): [c for c in _SEGMENT_CHOICES if c[:2] != (32768, 4)],
+}
+
+
+def suggest_table(fractions: dict, ns) -> list[tuple]:
+    """A ``COOPERATIVE_CONFIGS`` list from measurements.
+
+    ``fractions`` maps a setting ``(bytes per segment, warps, prefetch)`` to ``{n: fraction
+    of copy or None}`` (None: failed or wrong).  For each ``n`` (ascending) the fastest
+    setting wins; consecutive lengths with the same winner share one entry, keyed by the
+    longest of them, as the launcher looks up the first entry with ``n <= N``.
+    """
+    ns = sorted(ns)
+    if not ns:
+        raise ValueError("ns must name at least one row length")
+    picks = []
+    for n in ns:
+        scored = [(f[n], cfg) for cfg, f in fractions.items() if f.get(n) is not None]
+        if not scored:
+            raise ValueError(f"no setting was measured at n={n}")
+        picks.append((n, max(scored)[1]))
+    table = []
+    for i, (n, cfg) in enumerate(picks):
+        if i + 1 < len(picks) and picks[i + 1][1] == cfg:
+            continue
+        table.append((n, *cfg))
+    return table
+
+
+def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=("float32", "bfloat16"),
+                     rep: int = 20) -> dict[str, Any]:
+    """Time every setting of :data:`COOPERATIVE_CANDIDATES` on rows of ``ns`` entries.
+
+    Writes ``softmax_cooperative_tuning.json`` into ``out_dir``: per direction and dtype
+    the fraction of copy bandwidth of each setting at each ``n`` (None if its output was
+    wrong or it failed), the table in use and the table :func:`suggest_table` makes of
+    the measurements, to be copied into ``long_rows.COOPERATIVE_CONFIGS`` by hand.
+    """
+    import torch
+
+    from .kernels import fused_softmax as fs
+    from .kernels import long_rows as lr
+
+    ns = TUNE_NS if ns is None else sorted(ns)
+    copy, measured, suggested, in_use = {}, {}, {}, {}
+    for dtype_name in dtypes:
+        dtype = getattr(torch, dtype_name)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        size = 4 if itemsize >= 4 else 2
+        copy[dtype_name] = copy_bandwidth_gbs(2 * elements * 4 if itemsize == 4 else elements * 4, dtype)
+        tol = 1e-5 if itemsize == 4 else 1.5e-2
+        for direction in ("forward", "backward"):
+            key = f"{direction}:{dtype_name}"
+            in_use[key] = [list(c) for c in lr.COOPERATIVE_CONFIGS[(direction, size)]]
+            fractions = {cfg: {} for cfg in COOPERATIVE_CANDIDATES[(direction, size)]}
+            for n in ns:
+                m = max(1, elements // n)
+                x = torch.randn(m, n, device="cuda", dtype=torch.float32).mul_(3.0).to(dtype)
+                dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
+                y = torch.softmax(x.float(), -1).to(dtype)
+                if direction == "forward":
+                    ref, fn = torch.softmax(x.float(), -1), lambda: fs.softmax_forward(x, method="cooperative")
+                else:
+                    ref = _reference_backward(y.float(), dy.float())
+                    fn = lambda: fs.softmax_backward(y, dy, method="cooperative")  # noqa: E731
+                nbytes = softmax_bytes(m, n, itemsize, backward=direction == "backward")
+                for cfg in fractions:
+                    try:
+                        with lr.cooperative_settings(direction, itemsize, *cfg):
+                            err = ((fn().float() - ref).norm() / ref.norm()).item()
+                            ms = time_ms(fn, warmup=3, rep=rep) if err < tol else None
+                    except Exception as exc:  # noqa: BLE001 - record, do not abort the sweep
+                        print(f"  {key} n={n} {cfg}: failed: {exc!s:.200}", flush=True)
+                        err, ms = None, None
+                    frac = None if ms is None else nbytes / (ms * 1e-3) / 1e9 / copy[dtype_name]
+                    fractions[cfg][n] = frac
+                    print(f"tune {key:17s} n={n:8d} segment={cfg[0]:6d} warps={cfg[1]:2d} prefetch={cfg[2]!s:5s} "
+                          + (f"{frac:.3f}" if frac is not None else f"-- (error {err})"), flush=True)
+                del x, dy, y, ref
+                torch.cuda.empty_cache()
+            measured[key] = [{"segment_bytes": c[0], "num_warps": c[1], "prefetch": c[2],
+                              "fraction_of_copy": {str(n): f for n, f in fr.items()}} for c, fr in fractions.items()]
+            suggested[key] = [list(e) for e in suggest_table(fractions, ns)]
+            print(f"suggested COOPERATIVE_CONFIGS[({direction!r}, {size})] = "
+                  + repr([tuple(e) for e in suggested[key]]), flush=True)
+    payload = {"kind": "softmax_cooperative_tuning", "elements": elements, "ns": ns, "copy_gbs": copy,
+               "entry": "(max row length, bytes per segment, warps, prefetch)", "in_use": in_use,
+               "suggested": suggested, "measured": measured,
+               "timing": f"median of {rep} CUDA-event timings, L2 flushed before each"}
+    write_results("softmax_cooperative_tuning", payload, out_dir)
+    return payload
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m softmax_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(_CHECKOUT_RESULTS), help="folder for the JSON results")
-    parser.add_argument("--only", choices=("softmax", "attention"), default=None)
+    parser.add_argument("--only", choices=("softmax", "attention", "tune"), default=None,
+                        help="one part; 'tune' times the cooperative path's settings (not part of a full run)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes, no torch.compile (a smoke run)")
     args = parser.parse_args(argv)
     import torch
@@ -360,6 +471,9 @@ def main(argv=None) -> int:
         print("no CUDA GPU here: benchmarks are measured on a GPU (see chapters/results)", file=sys.stderr)
         return 1
     print(json.dumps(provenance()), flush=True)
+    if args.only == "tune":
+        tune_cooperative(args.out, ns=[2**16, 2**20] if args.quick else None, rep=10 if args.quick else 20)
+        return 0
     if args.only in (None, "softmax"):
         if args.quick:
             bench_softmax(args.out, ns=[256, 1024, 4096, 16384, 65536, 2**18, 2**20], with_compile=False, rep=10)

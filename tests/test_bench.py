@@ -93,3 +93,28 @@ def test_entrywise_turns_the_windows_back_on_even_when_the_call_fails():
     with pytest.raises(RuntimeError):
         bench._entrywise(boom)
     assert fs.READ_WINDOWS is True
+
+
+def test_suggested_table_takes_the_fastest_setting_per_length_and_merges_neighbours():
+    a, b, c = (8192, 4, True), (32768, 4, False), (16384, 8, True)
+    fractions = {a: {1: 0.9, 2: 0.8, 4: 0.5, 8: 0.6},
+                 b: {1: 0.7, 2: 0.85, 4: 0.8, 8: None},  # None: failed at 8
+                 c: {1: 0.1, 2: 0.1, 4: 0.81, 8: 0.55}}
+    # winners: 1 -> a, 2 -> b, 4 -> c, 8 -> a; no two neighbours agree, four entries
+    assert bench.suggest_table(fractions, [8, 1, 4, 2]) == [(1, *a), (2, *b), (4, *c), (8, *a)]
+    fractions[c][4] = 0.79  # now 2 and 4 both go to b: one entry, keyed by the longer
+    assert bench.suggest_table(fractions, [1, 2, 4, 8]) == [(1, *a), (4, *b), (8, *a)]
+    with pytest.raises(ValueError, match="n=16"):
+        bench.suggest_table(fractions, [1, 16])
+    with pytest.raises(ValueError, match="ns"):
+        bench.suggest_table(fractions, [])
+
+
+def test_tuning_candidates_are_distinct_and_include_what_the_table_uses():
+    pytest.importorskip("triton")
+    from softmax_lib.kernels import long_rows as lr
+
+    for key, candidates in bench.COOPERATIVE_CANDIDATES.items():
+        assert len(set(candidates)) == len(candidates)
+        for entry in lr.COOPERATIVE_CONFIGS[key]:
+            assert tuple(entry[1:]) in candidates  # the tuner always re-times what is in use

@@ -13,6 +13,7 @@ divisibility arithmetic, not from the code under test.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+from softmax_lib import bench  # noqa: E402
 from softmax_lib.kernels import compiled as C  # noqa: E402
 from softmax_lib.kernels import flash  # noqa: E402
 from softmax_lib.kernels import fused_softmax as fs  # noqa: E402
@@ -181,5 +183,36 @@ def test_kernels_imported_compile_only_refuse_to_run():
 
 def test_cooperative_settings_come_from_the_table():
     report = C.softmax_report(2**20, "bfloat16", "forward")
-    seg_bytes, warps = lr.cooperative_config("forward", 2)
+    seg_bytes, warps, prefetch = lr.cooperative_config("forward", 2, 2**20)
     assert report.constexprs["BLOCK_N"] == seg_bytes // 2 and report.num_warps == warps
+    assert report.constexprs["PREFETCH"] == prefetch
+
+
+#: Every setting the tuner may time, at the longest row the benchmark measures.
+TUNING_CASES = [(direction, dtype, cfg) for (direction, size), cands in sorted(bench.COOPERATIVE_CANDIDATES.items())
+                for dtype in (("float32",) if size == 4 else ("bfloat16",)) for cfg in cands]
+
+
+@pytest.fixture(scope="module")
+def tuning_reports():
+    requests = []
+    for direction, dtype, (seg_bytes, warps, prefetch) in TUNING_CASES:
+        with lr.cooperative_settings(direction, 4 if dtype == "float32" else 2, seg_bytes, warps, prefetch):
+            requests.append(C.softmax_request(2**20, dtype, direction))
+    return dict(zip(TUNING_CASES, C.reports(requests)))
+
+
+@pytest.mark.parametrize("case", TUNING_CASES, ids=[f"{d}-{t}-{c[0]}-{c[1]}-{c[2]}" for d, t, c in TUNING_CASES])
+def test_every_tuning_candidate_fits_does_not_spill_and_prefetches_as_asked(tuning_reports, case):
+    direction, dtype, (seg_bytes, warps, prefetch) = case
+    report = tuning_reports[case]
+    assert report.kernel.endswith("_cooperative") and report.num_warps == warps
+    assert report.spill_stores == 0 and report.stack_bytes == 0
+    assert report.resident_programs() * 132 >= report.constexprs["SEGMENTS"]  # all segments of a row resident
+    # A thread's 16-byte loads of one row: its share of the segment (bytes / 16 / threads),
+    # for each tensor read (x; or y and dy).  Before the program announces its partial
+    # (the release atomic, ATOMG) come this row's loads, and with prefetch the next row's too.
+    per_row = seg_bytes // 16 // (32 * warps) * (2 if direction == "backward" else 1)
+    before_wait = report.sass.split("ATOMG", 1)[0]
+    wide_loads = len(re.findall(r"\bLDG\.E(?:\.\w+)*\.128\b", before_wait))
+    assert wide_loads == per_row * (2 if prefetch else 1)

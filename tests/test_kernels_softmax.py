@@ -349,3 +349,76 @@ def test_a_tensor_starting_mid_vector_takes_the_entry_by_entry_kernel_and_matche
     x = storage[1:].view(7, 781)
     assert x.data_ptr() % 16 == 4
     _check_forward_backward(x, TOL[torch.float32])
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_cooperative_kernels_visit_every_row_once_with_and_without_prefetch(prefetch):
+    # The cooperative kernels launched directly, with one segment per row so that no
+    # program waits for another (the interpreter runs programs one after the other):
+    # 3 persistent programs over 7 rows check the loop over rows pid, pid + 3, ... and
+    # the prefetch of a next row that does not exist.  The oracle is torch.
+    from softmax_lib.kernels import long_rows as lr
+
+    m, n, programs = 7, 37, 3
+    x = _logits((m, n))
+    x[2, 5] = float("-inf")
+    x[4] = float("-inf")  # a row with nothing: zeros
+    y = torch.full_like(x, float("nan"))
+    part_m, part_d = (torch.empty(m, 1, device=DEVICE) for _ in range(2))
+    count = torch.zeros(m, dtype=torch.int32, device=DEVICE)
+    meta = dict(SEGMENTS=1, BLOCK_N=64, BLOCK_S=1, ALIGN=1, PREFETCH=prefetch)
+    with fs._launch_context():
+        lr._forward_cooperative[(programs,)](x, y, part_m, part_d, count, m, n, n, n, **meta)
+    ref = torch.softmax(x.double(), -1).nan_to_num(0.0)
+    torch.testing.assert_close(y.double(), ref, atol=TOL[torch.float32], rtol=TOL[torch.float32])
+    assert count.tolist() == [1] * m  # every row announced exactly once
+    dy = _logits((m, n), seed=3)
+    p = ref.float()
+    dx = torch.full_like(x, float("nan"))
+    part_s = torch.empty(m, 1, device=DEVICE)
+    count.zero_()
+    with fs._launch_context():
+        lr._backward_cooperative[(programs,)](p, dy, dx, part_s, count, m, n, n, n, n, **meta)
+    dx_ref = p.double() * (dy.double() - (p.double() * dy.double()).sum(-1, keepdim=True))
+    torch.testing.assert_close(dx.double(), dx_ref, atol=TOL[torch.float32], rtol=TOL[torch.float32])
+    assert count.tolist() == [1] * m
+
+
+def test_cooperative_settings_apply_inside_the_block_only_and_are_checked():
+    from softmax_lib.kernels import long_rows as lr
+
+    before = lr.cooperative_config("backward", 2, 2**19)
+    forward = lr.cooperative_config("forward", 2, 2**19)
+    with lr.cooperative_settings("backward", 2, 8192, 8, True):
+        assert lr.cooperative_config("backward", 2, 2**19) == (8192, 8, True)
+        assert lr.cooperative_config("backward", 2, 2**30) == (8192, 8, True)
+        assert fs._segment(2**19, None, "cooperative", 2, "backward") == 4096  # 8192 bytes of bfloat16
+        assert lr.cooperative_config("forward", 2, 2**19) == forward  # the other direction is untouched
+    assert lr.cooperative_config("backward", 2, 2**19) == before
+    with pytest.raises(RuntimeError):
+        with lr.cooperative_settings("forward", 4, 16384, 4, True):
+            raise RuntimeError("boom")
+    assert lr.cooperative_config("forward", 4, 2**19)[0] == lr.COOPERATIVE_CONFIGS[("forward", 4)][-1][1]
+    with pytest.raises(ValueError, match="direction"):
+        with lr.cooperative_settings("sideways", 4, 16384, 4, True):
+            pass
+    with pytest.raises(ValueError, match="segment_bytes"):
+        with lr.cooperative_settings("forward", 4, 3000, 4, True):
+            pass
+
+
+def test_cooperative_table_is_looked_up_by_the_first_entry_that_holds_the_row():
+    from softmax_lib.kernels import long_rows as lr
+
+    saved = dict(lr.COOPERATIVE_CONFIGS)
+    try:
+        lr.COOPERATIVE_CONFIGS[("forward", 4)] = [(2**17, 8192, 4, True), (2**19, 32768, 8, False)]
+        assert lr.cooperative_config("forward", 4, 2**16) == (8192, 4, True)
+        assert lr.cooperative_config("forward", 4, 2**17) == (8192, 4, True)
+        assert lr.cooperative_config("forward", 4, 2**17 + 1) == (32768, 8, False)
+        assert lr.cooperative_config("forward", 4, 2**21) == (32768, 8, False)  # longer: the last entry
+    finally:
+        lr.COOPERATIVE_CONFIGS.clear()
+        lr.COOPERATIVE_CONFIGS.update(saved)
+    for table in lr.COOPERATIVE_CONFIGS.values():
+        assert [e[0] for e in table] == sorted({e[0] for e in table})  # ascending, no repeats

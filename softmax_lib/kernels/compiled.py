@@ -245,8 +245,9 @@ def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", 
         return _request(fs._backward_rows, args, {**meta, "NUM_STAGES": stages}, warps, 3, arch)
     block_n = fs._segment(n, None, "cooperative", itemsize, direction)  # as the launcher cuts the row
     segments = -(-n // block_n)
-    warps = lr.cooperative_config(direction, itemsize)[1]
-    meta = dict(SEGMENTS=segments, BLOCK_N=block_n, BLOCK_S=triton.next_power_of_2(segments), ALIGN=align)
+    _, warps, prefetch = lr.cooperative_config(direction, itemsize, n)
+    meta = dict(SEGMENTS=segments, BLOCK_N=block_n, BLOCK_S=triton.next_power_of_2(segments), ALIGN=align,
+                PREFETCH=prefetch)
     if direction == "forward":
         args = dict(x_ptr=ptr, y_ptr=ptr, m_ptr="*fp32", d_ptr="*fp32", count_ptr="*i32", M=m, N=n,
                     stride_x=n, stride_y=n)

@@ -218,7 +218,7 @@ def _segment(n: int, block_size: int | None, method: str, itemsize: int = 4,
     """Entries per segment (a power of two) for the long-row paths."""
     if block_size is None:
         if method == "cooperative":
-            block_size = cooperative_config(direction, itemsize)[0] // itemsize
+            block_size = cooperative_config(direction, itemsize, n)[0] // itemsize
         else:
             block_size = 4096 if method == "looped" else MAX_FUSED
     return triton.next_power_of_2(min(block_size, n))

@@ -26,16 +26,17 @@ References: Milakov and Gimelshein (2018); Tillet et al. (2019).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import (aligned, alignment, exp_rows, exp_shifted, reciprocal, resident_programs, row_max,
+from ._common import (VECTOR_BYTES, aligned, alignment, exp_rows, exp_shifted, reciprocal, resident_programs, row_max,
                       row_shift, row_sum)
 
-__all__ = ["forward_long", "backward_long", "cooperative_programs", "cooperative_config"]
+__all__ = ["forward_long", "backward_long", "cooperative_programs", "cooperative_config", "cooperative_settings"]
 
 # --------------------------------------------------------------------------------------
 # Looped path: one program streams a long row twice (the second read mostly from L2)
@@ -164,7 +165,7 @@ def _wait_for_row(count_ptr, SEGMENTS: tl.constexpr):
 @triton.jit
 def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N, stride_x, stride_y,
                          SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
-                         ALIGN: tl.constexpr):
+                         ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
     N, stride_x, stride_y = aligned(N, ALIGN), aligned(stride_x, ALIGN), aligned(stride_y, ALIGN)
     pid = tl.program_id(0)
     groups = tl.num_programs(0) // SEGMENTS  # rows in flight at once
@@ -172,14 +173,23 @@ def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N, stride_x, 
     cols = seg * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask = cols < N
     parts = tl.arange(0, BLOCK_S)  # (BLOCK_S,) the row's partials
-    for row in range(pid // SEGMENTS, M, groups):
-        row64 = row.to(tl.int64)
-        x = tl.load(x_ptr + row64 * stride_x + cols, mask=mask, other=float("-inf"),
-                    eviction_policy="evict_first").to(tl.float32)
+    first = pid // SEGMENTS
+    x_in = tl.load(x_ptr + first.to(tl.int64) * stride_x + cols, mask=mask & (first < M) & PREFETCH,
+                   other=float("-inf"), eviction_policy="evict_first")
+    for row in range(first, M, groups):
+        row64 = tl.cast(row, tl.int64)
+        after = row64 + groups  # the next row this program visits (maybe none: after >= M)
+        if not PREFETCH:
+            x_in = tl.load(x_ptr + row64 * stride_x + cols, mask=mask, other=float("-inf"),
+                           eviction_policy="evict_first")
+        x = x_in.to(tl.float32)
         m_s = row_max(x, 0)
         shift, top = row_shift(m_s)
         tl.store(m_ptr + row64 * SEGMENTS + seg, m_s)
         tl.store(d_ptr + row64 * SEGMENTS + seg, row_sum(exp_rows(x, shift, top), 0))
+        if PREFETCH:  # the next row's segment is in flight while this row's partials meet
+            x_in = tl.load(x_ptr + after * stride_x + cols, mask=mask & (after < M), other=float("-inf"),
+                           eviction_policy="evict_first")
         _wait_for_row(count_ptr + row, SEGMENTS)
         m_all = tl.load(m_ptr + row64 * SEGMENTS + parts, mask=parts < SEGMENTS, other=float("-inf"),
                         volatile=True)
@@ -194,7 +204,7 @@ def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N, stride_x, 
 @triton.jit
 def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_y, stride_dy, stride_dx,
                           SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
-                          ALIGN: tl.constexpr):
+                          ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
     N, stride_y = aligned(N, ALIGN), aligned(stride_y, ALIGN)
     stride_dy, stride_dx = aligned(stride_dy, ALIGN), aligned(stride_dx, ALIGN)
     pid = tl.program_id(0)
@@ -203,13 +213,24 @@ def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_
     cols = seg * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = cols < N
     parts = tl.arange(0, BLOCK_S)
-    for row in range(pid // SEGMENTS, M, groups):
-        row64 = row.to(tl.int64)
-        y = tl.load(y_ptr + row64 * stride_y + cols, mask=mask, other=0.0,
-                    eviction_policy="evict_first").to(tl.float32)
-        dy = tl.load(dy_ptr + row64 * stride_dy + cols, mask=mask, other=0.0,
-                     eviction_policy="evict_first").to(tl.float32)
+    first = pid // SEGMENTS
+    y_in = tl.load(y_ptr + first.to(tl.int64) * stride_y + cols, mask=mask & (first < M) & PREFETCH, other=0.0,
+                   eviction_policy="evict_first")
+    dy_in = tl.load(dy_ptr + first.to(tl.int64) * stride_dy + cols, mask=mask & (first < M) & PREFETCH,
+                    other=0.0, eviction_policy="evict_first")
+    for row in range(first, M, groups):
+        row64 = tl.cast(row, tl.int64)
+        after = row64 + groups
+        if not PREFETCH:
+            y_in = tl.load(y_ptr + row64 * stride_y + cols, mask=mask, other=0.0, eviction_policy="evict_first")
+            dy_in = tl.load(dy_ptr + row64 * stride_dy + cols, mask=mask, other=0.0, eviction_policy="evict_first")
+        y, dy = y_in.to(tl.float32), dy_in.to(tl.float32)
         tl.store(s_ptr + row64 * SEGMENTS + seg, row_sum(y * dy, 0))
+        if PREFETCH:
+            y_in = tl.load(y_ptr + after * stride_y + cols, mask=mask & (after < M), other=0.0,
+                           eviction_policy="evict_first")
+            dy_in = tl.load(dy_ptr + after * stride_dy + cols, mask=mask & (after < M), other=0.0,
+                            eviction_policy="evict_first")
         _wait_for_row(count_ptr + row, SEGMENTS)
         s = row_sum(tl.load(s_ptr + row64 * SEGMENTS + parts, mask=parts < SEGMENTS, other=0.0,
                             volatile=True), 0)
@@ -221,19 +242,41 @@ def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_
 # --------------------------------------------------------------------------------------
 
 #: Cooperative-path settings, measured on an H200 (Chapter 9), per direction and bytes
-#: per entry: (bytes of storage per segment, warps per program).  16384 bytes are 4096
-#: float32 or 8192 bfloat16 entries.
+#: per entry: rows of up to N entries -> (bytes of storage per segment, warps per program,
+#: prefetch); the last entry also holds for longer rows.  16384 bytes are 4096 float32 or
+#: 8192 bfloat16 entries.  ``prefetch``: a program requests its next row's segment before it
+#: waits for the other segments of the current row, so that the wait overlaps memory traffic
+#: (at twice the registers for data); otherwise only after it has stored the current row.
+#: ``python -m softmax_lib.bench --only tune`` times the candidates (``make tune-gpu``).
 COOPERATIVE_CONFIGS = {
-    ("forward", 4): (32768, 4),
-    ("forward", 2): (16384, 4),
-    ("backward", 4): (16384, 4),
-    ("backward", 2): (16384, 4),
+    ("forward", 4): [(2**20, 32768, 4, False)],
+    ("forward", 2): [(2**20, 16384, 4, False)],
+    ("backward", 4): [(2**20, 16384, 4, False)],
+    ("backward", 2): [(2**20, 16384, 4, False)],
 }
 
 
-def cooperative_config(direction: str, itemsize: int) -> tuple[int, int]:
-    """(bytes per segment, warps per program) of the cooperative path."""
-    return COOPERATIVE_CONFIGS[(direction, 4 if itemsize >= 4 else 2)]
+def cooperative_config(direction: str, itemsize: int, n: int) -> tuple[int, int, bool]:
+    """(bytes per segment, warps per program, prefetch) of the cooperative path for rows of ``n``."""
+    table = COOPERATIVE_CONFIGS[(direction, 4 if itemsize >= 4 else 2)]
+    return tuple(next((c for c in table if n <= c[0]), table[-1])[1:])
+
+
+@contextlib.contextmanager
+def cooperative_settings(direction: str, itemsize: int, segment_bytes: int, num_warps: int, prefetch: bool):
+    """Within this block, every cooperative launch of ``direction`` on entries of
+    ``itemsize`` bytes uses these settings (the tuner's and the book's way to try them)."""
+    key = (direction, 4 if itemsize >= 4 else 2)
+    if key not in COOPERATIVE_CONFIGS:
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    if segment_bytes < VECTOR_BYTES or segment_bytes & (segment_bytes - 1):
+        raise ValueError(f"segment_bytes must be a power of two >= {VECTOR_BYTES}, got {segment_bytes!r}")
+    saved = COOPERATIVE_CONFIGS[key]
+    COOPERATIVE_CONFIGS[key] = [(saved[-1][0], int(segment_bytes), int(num_warps), bool(prefetch))]
+    try:
+        yield
+    finally:
+        COOPERATIVE_CONFIGS[key] = saved
 
 
 def _warps(block_n: int) -> int:
@@ -260,12 +303,16 @@ def cooperative_programs(segments: int, compiled) -> int:
     return (resident // segments) * segments
 
 
-def _cooperative_grid(kernel, args, segments, block_n, num_warps, m_rows, align):
-    compiled = kernel.warmup(*args, SEGMENTS=segments, BLOCK_N=block_n,
-                             BLOCK_S=triton.next_power_of_2(segments), ALIGN=align, num_warps=num_warps,
-                             grid=(1,))
-    programs = cooperative_programs(segments, compiled)
-    return min(programs, segments * m_rows)
+def _cooperative(kernel, args, direction, itemsize, n, segments, block_n, m_rows, align) -> bool:
+    """Launch a cooperative kernel on a grid of programs that are all resident at once;
+    False (nothing launched) when one row has more segments than can be resident."""
+    _, warps, prefetch = cooperative_config(direction, itemsize, n)
+    meta = dict(SEGMENTS=segments, BLOCK_N=block_n, BLOCK_S=triton.next_power_of_2(segments), ALIGN=align,
+                PREFETCH=prefetch, num_warps=warps)
+    programs = min(cooperative_programs(segments, kernel.warmup(*args, **meta, grid=(1,))), segments * m_rows)
+    if programs > 0:
+        kernel[(programs,)](*args, **meta)
+    return programs > 0
 
 
 def forward_long(x2: torch.Tensor, y2: torch.Tensor, method: str, block_n: int) -> None:
@@ -277,13 +324,9 @@ def forward_long(x2: torch.Tensor, y2: torch.Tensor, method: str, block_n: int) 
         d_part = torch.empty_like(m_part)
         count = torch.zeros(m_rows, dtype=torch.int32, device=x2.device)
         args = (x2, y2, m_part, d_part, count, m_rows, n, x2.stride(0), y2.stride(0))
-        warps = cooperative_config("forward", x2.element_size())[1]
         align = alignment(x2.element_size(), n, x2.stride(0), y2.stride(0))
-        programs = _cooperative_grid(_forward_cooperative, args, segments, block_n, warps, m_rows, align)
-        if programs > 0:
-            _forward_cooperative[(programs,)](*args, SEGMENTS=segments, BLOCK_N=block_n,
-                                              BLOCK_S=triton.next_power_of_2(segments), ALIGN=align,
-                                              num_warps=warps)
+        if _cooperative(_forward_cooperative, args, "forward", x2.element_size(), n, segments, block_n, m_rows,
+                        align):
             return
         method = "split"  # more segments than can be resident: two launches instead
     if method == "looped":
@@ -310,13 +353,9 @@ def backward_long(y2, dy2, dx2, method: str, block_n: int) -> None:
         s_part = torch.empty((m_rows, segments), dtype=torch.float32, device=y2.device)
         count = torch.zeros(m_rows, dtype=torch.int32, device=y2.device)
         args = (y2, dy2, dx2, s_part, count, m_rows, n, y2.stride(0), dy2.stride(0), dx2.stride(0))
-        warps = cooperative_config("backward", y2.element_size())[1]
         align = alignment(y2.element_size(), n, y2.stride(0), dy2.stride(0), dx2.stride(0))
-        programs = _cooperative_grid(_backward_cooperative, args, segments, block_n, warps, m_rows, align)
-        if programs > 0:
-            _backward_cooperative[(programs,)](*args, SEGMENTS=segments, BLOCK_N=block_n,
-                                               BLOCK_S=triton.next_power_of_2(segments), ALIGN=align,
-                                               num_warps=warps)
+        if _cooperative(_backward_cooperative, args, "backward", y2.element_size(), n, segments, block_n, m_rows,
+                        align):
             return
         method = "split"
     if method == "looped":
