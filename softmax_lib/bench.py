@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib
 import json
 import pathlib
@@ -426,10 +427,11 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
                 dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
                 y = torch.softmax(x.float(), -1).to(dtype)
                 if direction == "forward":
-                    ref, fn = torch.softmax(x.float(), -1), lambda: fs.softmax_forward(x, method="cooperative")
+                    ref = torch.softmax(x.float(), -1)
+                    fn = functools.partial(fs.softmax_forward, x, method="cooperative")
                 else:
                     ref = _reference_backward(y.float(), dy.float())
-                    fn = lambda: fs.softmax_backward(y, dy, method="cooperative")  # noqa: E731
+                    fn = functools.partial(fs.softmax_backward, y, dy, method="cooperative")
                 nbytes = softmax_bytes(m, n, itemsize, backward=direction == "backward")
                 for cfg in fractions:
                     try:
@@ -443,7 +445,7 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
                     fractions[cfg][n] = frac
                     print(f"tune {key:17s} n={n:8d} segment={cfg[0]:6d} warps={cfg[1]:2d} prefetch={cfg[2]!s:5s} "
                           + (f"{frac:.3f}" if frac is not None else f"-- (error {err})"), flush=True)
-                del x, dy, y, ref
+                del x, dy, y, ref, fn
                 torch.cuda.empty_cache()
             measured[key] = [{"segment_bytes": c[0], "num_warps": c[1], "prefetch": c[2],
                               "fraction_of_copy": {str(n): f for n, f in fr.items()}} for c, fr in fractions.items()]
