@@ -13,7 +13,6 @@ divisibility arithmetic, not from the code under test.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
@@ -213,6 +212,4 @@ def test_every_tuning_candidate_fits_does_not_spill_and_prefetches_as_asked(tuni
     # for each tensor read (x; or y and dy).  Before the program announces its partial
     # (the release atomic, ATOMG) come this row's loads, and with prefetch the next row's too.
     per_row = seg_bytes // 16 // (32 * warps) * (2 if direction == "backward" else 1)
-    before_wait = report.sass.split("ATOMG", 1)[0]
-    wide_loads = len(re.findall(r"\bLDG\.E(?:\.\w+)*\.128\b", before_wait))
-    assert wide_loads == per_row * (2 if prefetch else 1)
+    assert report.wide_loads(before="ATOMG") == per_row * (2 if prefetch else 1)

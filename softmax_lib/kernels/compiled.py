@@ -97,6 +97,13 @@ class KernelReport:
         """Machine instructions with this opcode (``'STL'`` counts spill stores)."""
         return len(re.findall(r"\b" + re.escape(opcode) + r"(?:\.[\w.]+)?\s", self.sass))
 
+    def wide_loads(self, before: str | None = None) -> int:
+        """16-byte global loads in the machine code (``LDG.E.128``, any cache hint); with
+        ``before``, only those ahead of the first instruction with that opcode (``"ATOMG"``:
+        the loads a cooperative program issues before it announces its partial)."""
+        sass = self.sass if before is None else re.split(r"\b" + re.escape(before) + r"\b", self.sass, maxsplit=1)[0]
+        return len(re.findall(r"\bLDG\.E(?:\.\w+)*\.128\b", sass))
+
     @property
     def spill_stores(self) -> int:
         """Stores to local memory in the machine code: registers that did not fit."""
