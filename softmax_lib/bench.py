@@ -248,6 +248,12 @@ def softmax_bytes(m: int, n: int, itemsize: int, *, backward: bool = False) -> i
     return (3 if backward else 2) * m * n * itemsize
 
 
+def _softmax_copy_gbs(elements: int, dtype, itemsize: int) -> float:
+    """The copy bandwidth the softmax fractions are divided by: a copy of ``2 * elements``
+    float32 entries' bytes for float32, of ``elements`` float32 entries' bytes otherwise."""
+    return copy_bandwidth_gbs(2 * elements * 4 if itemsize == 4 else elements * 4, dtype)
+
+
 def _torch_softmax_backward(y, dy):
     import torch
 
@@ -294,7 +300,7 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
         itemsize = torch.empty((), dtype=dtype).element_size()
-        copy[dtype_name] = copy_bandwidth_gbs(2 * elements * 4 if itemsize == 4 else elements * 4, dtype)
+        copy[dtype_name] = _softmax_copy_gbs(elements, dtype, itemsize)
         print(f"copy bandwidth {dtype_name}: {copy[dtype_name]:.0f} GB/s", flush=True)
         fwd_rows, bwd_rows = [], []
         for n in ns:
@@ -415,7 +421,7 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
         dtype = getattr(torch, dtype_name)
         itemsize = torch.empty((), dtype=dtype).element_size()
         size = 4 if itemsize >= 4 else 2
-        copy[dtype_name] = copy_bandwidth_gbs(2 * elements * 4 if itemsize == 4 else elements * 4, dtype)
+        copy[dtype_name] = _softmax_copy_gbs(elements, dtype, itemsize)
         tol = 1e-5 if itemsize == 4 else 1.5e-2
         for direction in ("forward", "backward"):
             key = f"{direction}:{dtype_name}"
