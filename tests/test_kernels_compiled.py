@@ -34,10 +34,10 @@ SOFTMAX_NS = sorted({c[0] for table in fs.FUSED_CONFIGS.values() for c in table}
                     | {256, 781, 1000, 12345, 65536, 100000, 2**20})
 SOFTMAX_CASES = [(n, dtype, direction) for n in SOFTMAX_NS for dtype in ("float32", "bfloat16")
                  for direction in ("forward", "backward")]
-FLASH_CASES = [(kernel, d, cfg) for kernel in ("fwd", "dkdv", "dq") for d in (64, 128)
+FLASH_CASES = [(kernel, d, flash._candidate(cfg)) for kernel in ("fwd", "dkdv", "dq") for d in (64, 128)
                for cfg in flash._TUNING[kernel][d]]
 #: Autotuning candidates that spill a little and stay, because they won on the H200.
-ALLOWED_TO_SPILL = {("dkdv", 64, (32, 128, 4, 3))}
+ALLOWED_TO_SPILL = {("dkdv", 64, (32, 128, 4, 3, None))}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def softmax_reports():
 @pytest.fixture(scope="module")
 def flash_reports():
     requests = [C.flash_request(d, "bfloat16", kernel=kernel, block_m=cfg[0], block_n=cfg[1], num_warps=cfg[2],
-                                  num_stages=cfg[3])
+                                  num_stages=cfg[3], maxnreg=cfg[4])
                 for kernel, d, cfg in FLASH_CASES]
     return dict(zip([(k, d, cfg) for k, d, cfg in FLASH_CASES], C.reports(requests)))
 
@@ -134,9 +134,56 @@ def test_every_attention_configuration_uses_wgmma_and_does_not_spill(flash_repor
 
 
 def test_attention_forward_loads_key_and_value_tiles_through_the_tma_on_hopper(flash_reports):
-    report = flash_reports[("fwd", 128, flash._TUNING["fwd"][128][0])]
+    report = flash_reports[("fwd", 128, flash._candidate(flash._TUNING["fwd"][128][0]))]
     bulk = [f for f in report.async_copies if f.startswith("cp.async.bulk.tensor")]
     assert bulk, dict(report.async_copies)
+
+
+def test_the_forward_candidates_for_d128_include_two_programs_per_multiprocessor(flash_reports):
+    # every other d = 128 candidate holds one program of two warp groups per multiprocessor;
+    # these exist so that two independent programs can share one (Chapter 10). Oracle: the
+    # occupancy rules (65,536 registers, 228 KiB of shared memory, 1 KiB reserved per program)
+    two = [cfg for kernel, d, cfg in FLASH_CASES if kernel == "fwd" and d == 128
+           and flash_reports[(kernel, d, cfg)].resident_programs() == 2]
+    assert (128, 64, 8, 2, 128) in two and (128, 32, 8, 3, None) in two
+    for cfg in two:
+        report = flash_reports[("fwd", 128, cfg)]
+        threads = 32 * report.num_warps
+        assert 2 * threads * report.registers <= 65536
+        assert 2 * (report.shared_bytes + 1024) <= 228 * 1024
+    capped = flash_reports[("fwd", 128, (128, 64, 8, 2, 128))]
+    assert capped.maxnreg == 128 and capped.registers <= 128 and capped.spill_stores == 0
+    uncapped = C.flash_report(128, "bfloat16", block_m=128, block_n=64, num_warps=8, num_stages=2)
+    assert uncapped.registers > 128 and uncapped.resident_programs() == 1  # why the cap is there
+
+
+def test_maxnreg_must_be_a_register_count():
+    for bad in (0, 256, 12.5, True):
+        with pytest.raises(ValueError, match="maxnreg must be None or an int from 24 to 255"):
+            C.flash_request(128, maxnreg=bad)
+
+
+def test_sass_outline_keeps_the_named_opcodes_in_order_and_merges_runs():
+    sass = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   WARPGROUP.ARRIVE ;
+        /*0020*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT ;
+        /*0030*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24, gsb0 ;
+        /*0040*/                   WARPGROUP.DEPBAR.LE gsb0, 0x0 ;
+        /*0050*/              @!P0 MUFU.EX2 R3, R3 ;
+        /*0060*/                   FMUL R4, R4, R5 ;
+        /*0070*/               @P1 MUFU.EX2 R6, R6 ;
+        /*0080*/                   MUFU.RCP R7, R7 ;
+        /*0090*/                   MUFU.EX2 R8, R8 ;
+        /*00a0*/                   HGMMAX R0 ;
+    """
+    report = C.KernelReport(kernel="k", arch=90, num_warps=4, num_stages=1, constexprs={}, registers=32,
+                            stack_bytes=0, shared_bytes=0, ptx="", sass=sass)
+    # instructions not asked for are dropped, so the three exponentials form one run;
+    # MUFU.RCP and HGMMAX are other opcodes, not modifiers of the ones asked for
+    assert report.sass_outline(["HGMMA", "WARPGROUP.DEPBAR", "MUFU.EX2"]) == [
+        ("HGMMA", 2), ("WARPGROUP.DEPBAR", 1), ("MUFU.EX2", 3)]
+    assert report.sass_outline(["MUFU"]) == [("MUFU", 4)]
 
 
 def test_on_an_a100_the_same_kernel_uses_mma_sync_instead():

@@ -289,3 +289,18 @@ def test_kernels_run_on_the_interpreter_even_when_triton_was_imported_first():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kernel", ["fwd", "dkdv", "dq"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_autotuner_sees_exactly_the_candidates_of_its_head_dim(kernel, head_dim):
+    # the configs handed to triton.autotune are pruned per head dim; a register cap is part
+    # of a candidate, so (128, 64, 8, 2) capped at 128 and uncapped are different ones
+    configs = flash._configs(kernel)
+    kept = flash._prune_for(kernel)(configs, {"HEAD_DIM": head_dim})
+    names = flash._BLOCK_NAMES[kernel]
+    seen = sorted((c.kwargs[names[0]], c.kwargs[names[1]], c.num_warps, c.num_stages, c.maxnreg or 0)
+                  for c in kept)
+    wanted = sorted(tuple(cfg) + (0,) * (5 - len(cfg)) for cfg in flash._TUNING[kernel][head_dim])
+    assert seen == wanted
+    assert len({str(c) for c in configs}) == len(configs)  # no candidate is tried twice

@@ -54,7 +54,8 @@ class KernelReport:
 
     ``registers`` and ``stack_bytes`` are per thread (a non-zero stack frame in a
     kernel without calls means spilled registers); ``shared_bytes`` per program.
-    ``ptx`` and ``sass`` are the virtual and the machine assembly.
+    ``ptx`` and ``sass`` are the virtual and the machine assembly; ``maxnreg`` the cap on
+    registers per thread it was compiled with (None: the compiler's choice).
     """
 
     kernel: str
@@ -67,6 +68,7 @@ class KernelReport:
     shared_bytes: int
     ptx: str
     sass: str
+    maxnreg: int | None = None
 
     def _ptx_forms(self, prefix: str) -> Counter:
         forms = re.findall(r"^\s*(?:@!?%p\d+\s+)?(" + re.escape(prefix) + r"[^\s;]*)", self.ptx, re.M)
@@ -103,6 +105,23 @@ class KernelReport:
         the loads a cooperative program issues before it announces its partial)."""
         sass = self.sass if before is None else re.split(r"\b" + re.escape(before) + r"\b", self.sass, maxsplit=1)[0]
         return len(re.findall(r"\bLDG\.E(?:\.\w+)*\.128\b", sass))
+
+    def sass_outline(self, opcodes) -> list[tuple[str, int]]:
+        """The machine code in program order, reduced to the instructions whose opcode starts
+        with one of ``opcodes``, runs of the same one merged: ``[("HGMMA", 8),
+        ("WARPGROUP.DEPBAR", 1), ("MUFU.EX2", 66), ...]`` (predicates and modifiers
+        dropped; each name is the entry of ``opcodes`` it matched)."""
+        opcodes = tuple(opcodes)
+        outline: list[list] = []
+        for op in re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_.]*)", self.sass):
+            name = next((o for o in opcodes if op == o or op.startswith(o + ".")), None)
+            if name is None:
+                continue
+            if outline and outline[-1][0] == name:
+                outline[-1][1] += 1
+            else:
+                outline.append([name, 1])
+        return [(name, count) for name, count in outline]
 
     @property
     def spill_stores(self) -> int:
@@ -183,15 +202,19 @@ def _params(kernel) -> list[tuple[str, bool]]:
     return out
 
 
-def _request(kernel, args: dict, constexprs: dict, num_warps: int, num_stages: int, arch: int) -> dict:
+def _request(kernel, args: dict, constexprs: dict, num_warps: int, num_stages: int, arch: int,
+             maxnreg: int | None = None) -> dict:
     if not isinstance(kernel, str):
         _signature(kernel, args, constexprs)  # complain here, not in the child process
+    if maxnreg is not None and (isinstance(maxnreg, bool) or not isinstance(maxnreg, int)
+                                or not 24 <= maxnreg <= 255):
+        raise ValueError(f"maxnreg must be None or an int from 24 to 255, got {maxnreg!r}")
     return dict(kernel=_kernel_name(kernel), args=args, constexprs=constexprs, num_warps=int(num_warps),
-                num_stages=int(num_stages), arch=_check_arch(arch))
+                num_stages=int(num_stages), arch=_check_arch(arch), maxnreg=maxnreg)
 
 
 def compile_kernel(kernel, args: dict, constexprs: dict | None = None, *, num_warps: int = 4,
-                   num_stages: int = 3, arch: int = 90) -> KernelReport:
+                   num_stages: int = 3, arch: int = 90, maxnreg: int | None = None) -> KernelReport:
     """Compile one kernel of :mod:`softmax_lib.kernels` for ``arch`` and report on it.
 
     Parameters
@@ -210,8 +233,11 @@ def compile_kernel(kernel, args: dict, constexprs: dict | None = None, *, num_wa
         Launch options.
     arch : int
         Compute capability times ten: 90 for the H100 and H200.
+    maxnreg : int, optional
+        Cap on the registers per thread (as ``triton.Config(maxnreg=...)``); what does
+        not fit is spilled to local memory.
     """
-    return reports([_request(kernel, args, constexprs or {}, num_warps, num_stages, arch)])[0]
+    return reports([_request(kernel, args, constexprs or {}, num_warps, num_stages, arch, maxnreg)])[0]
 
 
 def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", *, m: int | None = None,
@@ -279,7 +305,7 @@ def softmax_report(n: int, dtype: str = "float32", direction: str = "forward", *
 
 def flash_request(head_dim: int = 128, dtype: str = "bfloat16", *, kernel: str = "fwd", block_m: int = 128,
                   block_n: int = 64, num_warps: int = 8, num_stages: int = 3, causal: bool = False,
-                  tma: bool = True, arch: int = 90) -> dict:
+                  tma: bool = True, arch: int = 90, maxnreg: int | None = None) -> dict:
     """What :func:`flash_report` compiles, as plain data for :func:`reports` (see there)."""
     from . import flash
 
@@ -294,23 +320,24 @@ def flash_request(head_dim: int = 128, dtype: str = "bfloat16", *, kernel: str =
     if kernel == "fwd":
         desc = f"tensordesc<{ty}[{block_n}, {head_dim}]>" if tma else None
         args = dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32", Kd=desc, Vd=desc, L=4096, qk_scale=0.1)
-        return _request(flash._attn_fwd, args, {**meta, "USE_TMA": bool(tma)}, num_warps, num_stages, arch)
+        return _request(flash._attn_fwd, args, {**meta, "USE_TMA": bool(tma)}, num_warps, num_stages, arch,
+                        maxnreg)
     names = ["Q", "K", "V", "DO"] + (["DK", "DV"] if kernel == "dkdv" else ["DQ"])
     args = {**{k: ptr for k in names}, "LSE": "*fp32", "Delta": "*fp32", "L": 4096, "qk_scale": 0.1, "sm_scale": 0.1}
     fn = flash._attn_bwd_dkdv if kernel == "dkdv" else flash._attn_bwd_dq
-    return _request(fn, args, meta, num_warps, num_stages, arch)
+    return _request(fn, args, meta, num_warps, num_stages, arch, maxnreg)
 
 
 def flash_report(head_dim: int = 128, dtype: str = "bfloat16", *, kernel: str = "fwd", block_m: int = 128,
                  block_n: int = 64, num_warps: int = 8, num_stages: int = 3, causal: bool = False,
-                 tma: bool = True, arch: int = 90) -> KernelReport:
+                 tma: bool = True, arch: int = 90, maxnreg: int | None = None) -> KernelReport:
     """A FlashAttention kernel (``"fwd"``, ``"dkdv"`` or ``"dq"``, Chapter 10) compiled for
     ``arch`` with one block configuration (the autotuner's candidates are
     ``flash._TUNING``).  ``tma``: the forward loads key/value tiles through tensor
-    descriptors, as it does on Hopper."""
+    descriptors, as it does on Hopper; ``maxnreg`` caps the registers per thread."""
     return reports([flash_request(head_dim, dtype, kernel=kernel, block_m=block_m, block_n=block_n,
                                   num_warps=num_warps, num_stages=num_stages, causal=causal, tma=tma,
-                                  arch=arch)])[0]
+                                  arch=arch, maxnreg=maxnreg)])[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -406,8 +433,10 @@ def _compile_here(request: dict) -> dict:
     signature, constants, attrs = _signature(fn, request["args"], request["constexprs"])
     src = ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
     target = GPUTarget("cuda", request["arch"], 32)
-    compiled = triton.compile(src, target=target, options=dict(num_warps=request["num_warps"],
-                                                                num_stages=request["num_stages"]))
+    options = dict(num_warps=request["num_warps"], num_stages=request["num_stages"])
+    if request.get("maxnreg") is not None:
+        options["maxnreg"] = request["maxnreg"]
+    compiled = triton.compile(src, target=target, options=options)
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")
         with open(cubin, "wb") as f:
@@ -418,7 +447,8 @@ def _compile_here(request: dict) -> dict:
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))
     return dict(kernel=request["kernel"], arch=request["arch"], num_warps=request["num_warps"],
                 num_stages=request["num_stages"], constexprs=request["constexprs"], registers=registers,
-                stack_bytes=stack, shared_bytes=int(compiled.metadata.shared), ptx=compiled.asm["ptx"], sass=sass)
+                stack_bytes=stack, shared_bytes=int(compiled.metadata.shared), ptx=compiled.asm["ptx"], sass=sass,
+                maxnreg=request.get("maxnreg"))
 
 
 def _run(cmd: list[str]) -> str:

@@ -309,18 +309,34 @@ if not INTERPRETED:  # small, safe tiles for short sequences and float32 on a GP
     _FIXED_DKDV = dict(BLOCK_M1=32, BLOCK_N1=64, num_warps=4, num_stages=2)
     _FIXED_DQ = dict(BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=2)
 
-#: Autotuning candidates per kernel and head dim: (block_m, block_n, num_warps, num_stages).
+#: Autotuning candidates per kernel and head dim: (block_m, block_n, num_warps, num_stages),
+#: optionally a fifth entry, a cap on the registers per thread (ptxas ``maxnreg``).
 #: Compiled for sm_90, none spills registers except dkdv (32, 128, 4, 3) at d = 64 (a
 #: 16-byte stack, which the H200's autotuner still picked for 2 of 12 shapes);
 #: tests/test_kernels_compiled.py checks this on every run, without a GPU.
+#: The forward's d = 128 list ends with two tiles that fit *two* programs on a
+#: multiprocessor (the others fit one): 128 x 64 in two stages with the registers capped
+#: at 128 (166 uncapped; capped it still does not spill), and 128 x 32 in three stages.
+#: Two independent programs let one's softmax run while the other's products do
+#: (Chapter 10, "What the compiler made of it"). (64, 64, 4, 3) gives d = 64 three
+#: programs per multiprocessor and half the masked area on the causal diagonal.
 _TUNING = {
-    "fwd": {64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 4, 4), (128, 128, 4, 3)],
-            128: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2)]},
+    "fwd": {64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 4, 4), (128, 128, 4, 3), (64, 64, 4, 3)],
+            128: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2),
+                  (128, 64, 8, 2, 128), (128, 32, 8, 3)]},
     "dkdv": {64: [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3)],
              128: [(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 8, 3)]},
     "dq": {64: [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3)],
            128: [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)]},
 }
+
+
+def _candidate(config):
+    """An entry of ``_TUNING`` as ``(block_m, block_n, num_warps, num_stages, maxnreg)``
+    (``maxnreg`` None: no cap on the registers per thread)."""
+    return tuple(config) + (None,) * (5 - len(config))
+
+
 _BLOCK_NAMES = {"fwd": ("BLOCK_M", "BLOCK_N"), "dkdv": ("BLOCK_M1", "BLOCK_N1"),
                 "dq": ("BLOCK_M2", "BLOCK_N2")}
 _AUTOTUNE_MIN_L = 512
@@ -356,11 +372,11 @@ def _configs(kernel):
     names = _BLOCK_NAMES[kernel]
     seen, out = set(), []
     for cands in _TUNING[kernel].values():
-        for c in cands:
+        for c in map(_candidate, cands):
             if c not in seen:
                 seen.add(c)
                 out.append(triton.Config(dict(zip(names, c[:2])), num_warps=c[2], num_stages=c[3],
-                                         pre_hook=_tma_pre_hook if kernel == "fwd" else None))
+                                         maxnreg=c[4], pre_hook=_tma_pre_hook if kernel == "fwd" else None))
     return out
 
 
@@ -369,9 +385,9 @@ def _prune_for(kernel):
 
     def prune(configs, named_args, **kwargs):
         d = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
-        wanted = set(_TUNING[kernel].get(d, _TUNING[kernel][64]))
+        wanted = set(map(_candidate, _TUNING[kernel].get(d, _TUNING[kernel][64])))
         kept = [c for c in configs
-                if (c.kwargs[names[0]], c.kwargs[names[1]], c.num_warps, c.num_stages) in wanted]
+                if (c.kwargs[names[0]], c.kwargs[names[1]], c.num_warps, c.num_stages, c.maxnreg) in wanted]
         return kept or configs
     return prune
 
