@@ -107,7 +107,7 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
     """
     import torch
 
-    from .kernels.flash import tuned_configs
+    from .kernels.flash import _TUNING, tuned_configs
 
     if not torch.cuda.is_available():
         raise RuntimeError("the attention benchmark needs a CUDA GPU")
@@ -161,6 +161,9 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
         "results": rows,
         "accuracy": accuracy,
         "tuned_configs": tuned_configs(),
+        # what the autotuner could choose from: (block_m, block_n, warps, stages[, maxnreg])
+        "candidates": {kernel: {str(d): [list(c) for c in cands] for d, cands in per_d.items()}
+                       for kernel, per_d in _TUNING.items()},
     }
     path = write_results(name, payload, out_dir)
     print(f"wrote {path}", flush=True)
