@@ -184,8 +184,8 @@ def _rows_config(n: int, grid_rows: int, direction: str = "forward", itemsize: i
     _, elements, warps, stages, per_sm = config
     rows = max(1, min(128, elements // block_n))
     if peel:  # the window kernels keep two masks per entry: at most 16K entries a tile, and a
-        # thread holds at most 32 of them forward, 16 backward (which holds y and dy; 32 spilled
-        # registers with triton 3.6, the H200's version, though not with 3.7.1)
+        # thread holds at most 32 of them forward, 16 backward (which holds y and dy: at 32 a
+        # thread, float32 spilled with triton 3.6, the H200's version, though not with 3.7.1)
         rows = max(1, min(rows, WINDOW_ENTRIES // block_n))
         per_warp = 32 * (32 if direction == "forward" else 16)
         warps = max(warps, min(32, rows * block_n // per_warp))
