@@ -8,7 +8,8 @@ The notebooks of Chapters 8 to 10 plot the stored JSON files; on a machine with 
 GPU they can measure again with the same functions.
 
 Shared primitives (FlashAttention's harness, ``softmax_lib.bench_attention``, uses
-them too): :func:`provenance`, :func:`time_ms`, :func:`copy_bandwidth_gbs`,
+them too): :func:`provenance`, :func:`time_ms`, :func:`time_ms_graph`,
+:func:`host_us`, :func:`host_profile`, :func:`copy_bandwidth_gbs`,
 :func:`write_results`, :func:`load_results`.
 
 Command line::
@@ -33,6 +34,9 @@ from typing import Any, Callable
 __all__ = [
     "provenance",
     "time_ms",
+    "time_ms_graph",
+    "host_us",
+    "host_profile",
     "copy_bandwidth_gbs",
     "write_results",
     "load_results",
@@ -211,6 +215,100 @@ def time_ms(fn: Callable[[], Any], *, warmup: int = 5, rep: int = 30, flush_l2: 
         end.record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def time_ms_graph(fn: Callable[[], Any], *, warmup: int = 3, rep: int = 30, flush_l2: bool = True) -> float:
+    """Median GPU time of ``fn()`` in milliseconds with the host taken out of the timing.
+
+    :func:`time_ms` records an event, calls ``fn`` and records another: if queuing
+    ``fn``'s launches costs the host more than the GPU needs for the work queued
+    before them (the L2 flush, an earlier kernel of ``fn``), the GPU idles between
+    the events and the idle time is charged to the kernels.  Here ``fn``'s launches
+    are captured once in a CUDA graph and the graph is replayed between the events:
+    one host call queues all of them, so the median measures the device alone.
+
+    The warm-up calls run on a side stream, as capture requires, and finish any
+    compilation and autotuning first; ``fn`` must then launch the same work on
+    every call (fixed shapes, no host synchronisation).  Raises ``RuntimeError``
+    without a GPU or when the capture fails.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("time_ms_graph measures on a CUDA GPU; none is available here")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(1, int(warmup))):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+        return time_ms(graph.replay, warmup=2, rep=rep, flush_l2=flush_l2)
+    finally:
+        torch.cuda.synchronize()
+        graph.reset()
+
+
+def host_us(fn: Callable[[], Any], *, calls: int = 20, warmup: int = 2) -> float:
+    """Host time per call of ``fn()`` in microseconds: what Python, the framework and
+    the driver spend to queue its work, without waiting for the GPU to do it.
+
+    ``warmup`` calls first, then the device is drained and ``calls`` calls are timed
+    with the host clock only (a GPU's launch queue holds far more than they queue, so
+    the host never waits for it).  Without a GPU it is simply the time per call.
+    """
+    import time
+
+    try:
+        import torch
+
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    except ImportError:  # pragma: no cover - torch is a requirement
+        sync = lambda: None  # noqa: E731
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+        raise ValueError(f"calls must be a positive integer, got {calls!r}")
+    for _ in range(max(0, int(warmup))):
+        fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    sync()
+    return elapsed / calls * 1e6
+
+
+def host_profile(fn: Callable[[], Any], *, calls: int = 50, top: int = 15) -> list[dict[str, Any]]:
+    """Where the host time of ``fn()`` goes: the ``top`` functions by cumulative time.
+
+    Runs ``fn`` ``calls`` times under :mod:`cProfile` (after one untimed call) and
+    returns rows ``{function, calls_per_call, cumulative_us, own_us}``, times per
+    call of ``fn`` in microseconds (profiling inflates them; the ranking is the point).
+    """
+    import cProfile
+    import pstats
+
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+        raise ValueError(f"calls must be a positive integer, got {calls!r}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
+    fn()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        fn()
+    profiler.disable()
+    rows = []
+    for (filename, line, name), (_, ncalls, own, cumulative, _) in pstats.Stats(profiler).stats.items():
+        where = "/".join(pathlib.PurePath(filename).parts[-2:]) if filename != "~" else "built-in"
+        rows.append({"function": f"{name} ({where}:{line})", "calls_per_call": ncalls / calls,
+                     "cumulative_us": cumulative / calls * 1e6, "own_us": own / calls * 1e6})
+    rows.sort(key=lambda r: -r["cumulative_us"])
+    return rows[:top]
 
 
 def copy_bandwidth_gbs(nbytes: int = 2**31, dtype=None) -> float:

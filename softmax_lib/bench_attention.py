@@ -9,7 +9,12 @@ not) this times, in one process on one card:
   cuDNN, memory-efficient). A backend that refuses a configuration is recorded as
   skipped with its reason.
 
-Both the forward alone and forward plus backward are timed.  Rates are TFLOP/s of the
+Both the forward alone and forward plus backward are timed, each three ways: CUDA
+events around every call (what a program calling it sees), the same calls replayed
+from a CUDA graph (the device's time alone, without gaps where the GPU waits for the
+host to queue the next kernel), and the host time one call costs.  Where the first is
+much slower than the second, the host, not the kernel, sets the pace (Chapter 10,
+"Kernel time or launch time?").  Rates are TFLOP/s of the
 matrix products attention must do: the forward's two products ``Q K^T`` and ``P V``
 cost ``4 B H L^2 d`` (half that when causal, since half the scores are never
 needed); the backward does 2.5 times the forward's work (five products instead of
@@ -38,6 +43,24 @@ DTYPES = ("bfloat16", "float16")
 BACKENDS = ("flash", "cudnn", "efficient")
 
 
+#: What a row stores per implementation (None where not measured): event timings of
+#: each call (``*_ms``), the same work replayed from a CUDA graph (``*_graph_ms``), the
+#: host time to queue one call (``host_*_us``) and why a capture failed.
+_TIMES = ("fwd_ms", "fwd_bwd_ms", "fwd_graph_ms", "fwd_bwd_graph_ms", "host_fwd_us",
+          "host_fwd_bwd_us", "graph_error")
+_RATES = ("fwd_tflops", "fwd_bwd_tflops", "fwd_graph_tflops", "fwd_bwd_graph_tflops")
+
+
+def _rates(times, flops) -> dict[str, float | None]:
+    """TFLOP/s from the timings of :func:`_measure` (forward+backward counts 3.5x)."""
+    out = {}
+    for rate in _RATES:
+        ms = times.get(rate.replace("_tflops", "_ms"))
+        work = 3.5 * flops if rate.startswith("fwd_bwd") else flops
+        out[rate] = None if ms is None else work / ms / 1e9
+    return out
+
+
 def attention_flops(batch, heads, L, d, *, causal=False, backward=False) -> float:
     """Floating-point operations counted for attention (the convention of FlashAttention papers).
 
@@ -63,12 +86,20 @@ def _backend(name):
 
 
 def _measure(impl, q, k, v, do, causal, rep):
-    """(forward ms, forward+backward ms, output, grads) for one implementation."""
+    """Timings of one implementation, plus its output and gradients (for the accuracy check).
+
+    Returns ``(times, out, grads)``; ``times`` holds ``fwd_ms`` and ``fwd_bwd_ms``
+    (events around each call, as a program calling it sees), ``fwd_graph_ms`` and
+    ``fwd_bwd_graph_ms`` (the same work replayed from a CUDA graph: the device alone;
+    None and ``graph_error`` if the capture failed), and ``host_fwd_us``,
+    ``host_fwd_bwd_us`` (host time to queue one call).
+    """
     import contextlib
 
     import torch
     import torch.nn.functional as F
 
+    from .bench import host_us, time_ms_graph
     from .kernels import flash_attention
 
     if impl == "ours":
@@ -85,14 +116,28 @@ def _measure(impl, q, k, v, do, causal, rep):
             return F.scaled_dot_product_attention(a, b, c, is_causal=causal)
 
     qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+
+    def forward():
+        with torch.no_grad():
+            return f(q, k, v)
+
+    def forward_backward():
+        return torch.autograd.grad(f(qg, kg, vg), (qg, kg, vg), do)
+
     with ctx:
         out = f(qg, kg, vg)                                 # raises if the backend refuses
         grads = torch.autograd.grad(out, (qg, kg, vg), do)
-        with torch.no_grad():
-            fwd_ms = time_ms(lambda: f(q, k, v), warmup=5, rep=rep)
-        fwd_bwd_ms = time_ms(lambda: torch.autograd.grad(f(qg, kg, vg), (qg, kg, vg), do),
-                             warmup=3, rep=rep)
-    return fwd_ms, fwd_bwd_ms, out.detach(), [g.detach() for g in grads]
+        times = dict(fwd_ms=time_ms(forward, warmup=5, rep=rep),
+                     fwd_bwd_ms=time_ms(forward_backward, warmup=3, rep=rep),
+                     host_fwd_us=host_us(forward), host_fwd_bwd_us=host_us(forward_backward),
+                     fwd_graph_ms=None, fwd_bwd_graph_ms=None, graph_error=None)
+        for key, fn in (("fwd_graph_ms", forward), ("fwd_bwd_graph_ms", forward_backward)):
+            try:
+                times[key] = time_ms_graph(fn, rep=rep)
+            except RuntimeError as err:  # a backend that cannot be captured: keep the eager numbers
+                times["graph_error"] = str(err).strip().splitlines()[0][:300]
+                torch.cuda.synchronize()
+    return times, out.detach(), [g.detach() for g in grads]
 
 
 def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals=(False, True),
@@ -111,7 +156,7 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
 
     if not torch.cuda.is_available():
         raise RuntimeError("the attention benchmark needs a CUDA GPU")
-    rows, accuracy = [], []
+    rows, accuracy, profile = [], [], None
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
         for d in head_dims:
@@ -126,16 +171,16 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
                     ours = None
                     for impl in ("ours", *backends):
                         row = dict(dtype=dtype_name, head_dim=d, L=L, causal=causal, batch=batch,
-                                   heads=HEADS, impl=impl, fwd_ms=None, fwd_tflops=None,
-                                   fwd_bwd_ms=None, fwd_bwd_tflops=None, skipped=None)
+                                   heads=HEADS, impl=impl, skipped=None,
+                                   **dict.fromkeys(_TIMES + _RATES))
                         try:
-                            fwd_ms, fb_ms, out, grads = _measure(impl, q, k, v, do, causal, rep)
+                            times, out, grads = _measure(impl, q, k, v, do, causal, rep)
                         except RuntimeError as err:  # backend refuses this configuration
                             row["skipped"] = str(err).strip().splitlines()[0][:300]
                             torch.cuda.synchronize()
                         else:
-                            row.update(fwd_ms=fwd_ms, fwd_tflops=flops / fwd_ms / 1e9,
-                                       fwd_bwd_ms=fb_ms, fwd_bwd_tflops=3.5 * flops / fb_ms / 1e9)
+                            row.update(times)
+                            row.update(_rates(times, flops))
                             if impl == "ours":
                                 ours = (out, grads)
                             elif reference is None and ours is not None:
@@ -149,17 +194,24 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
                             del out, grads
                         rows.append(row)
                         print(_format_row(row), flush=True)
+                    if causal and (dtype_name, d, L) == (dtypes[0], min(head_dims), min(lengths)):
+                        profile = dict(dtype=dtype_name, head_dim=d, L=L, causal=causal,
+                                       **_profile_ours(q, k, v, do, causal))
                     del q, k, v, do, ours
                     torch.cuda.empty_cache()
     payload = {
         "kind": "flash_attention",
         "tokens": TOKENS,
         "flop_count": "forward 4*B*H*L*L*d (halved when causal); forward+backward 3.5x forward",
-        "timing": f"median of {rep} CUDA-event timings after warm-up, L2 flushed before each",
+        "timing": (f"median of {rep} CUDA-event timings after warm-up, L2 flushed before each; "
+                   "*_graph_ms: the same calls captured once in a CUDA graph and replayed (device "
+                   "time without host gaps); host_*_us: host time per call, not waiting for the GPU"),
         "backends": {"flash": "SDPBackend.FLASH_ATTENTION", "cudnn": "SDPBackend.CUDNN_ATTENTION",
                      "efficient": "SDPBackend.EFFICIENT_ATTENTION"},
         "results": rows,
         "accuracy": accuracy,
+        # where our host time goes, for the shortest causal configuration (cProfile)
+        "host_profile": profile,
         "tuned_configs": tuned_configs(),
         # what the autotuner could choose from: (block_m, block_n, warps, stages[, maxnreg])
         "candidates": {kernel: {str(d): [list(c) for c in cands] for d, cands in per_d.items()}
@@ -175,7 +227,30 @@ def _format_row(row) -> str:
             f"{'causal' if row['causal'] else 'full  '} {row['impl']:<9}")
     if row["skipped"]:
         return f"{head} skipped: {row['skipped'][:80]}"
-    return f"{head} fwd {row['fwd_tflops']:7.1f}  fwd+bwd {row['fwd_bwd_tflops']:7.1f} TFLOP/s"
+    graph = "".join(f" {label} {row[key]:6.1f}" for label, key in (("graph", "fwd_graph_tflops"),
+                                                                       ("graph f+b", "fwd_bwd_graph_tflops"))
+                    if row.get(key) is not None)
+    return (f"{head} fwd {row['fwd_tflops']:7.1f}  fwd+bwd {row['fwd_bwd_tflops']:7.1f} TFLOP/s{graph}"
+            f"  host {row['host_fwd_us']:.0f}/{row['host_fwd_bwd_us']:.0f} us")
+
+
+def _profile_ours(q, k, v, do, causal, top=15) -> dict[str, list]:
+    """:func:`softmax_lib.bench.host_profile` of our forward and forward+backward."""
+    import torch
+
+    from .bench import host_profile
+    from .kernels import flash_attention
+
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+
+    def forward():
+        with torch.no_grad():
+            return flash_attention(q, k, v, causal=causal)
+
+    def forward_backward():
+        return torch.autograd.grad(flash_attention(qg, kg, vg, causal=causal), (qg, kg, vg), do)
+
+    return {"fwd": host_profile(forward, top=top), "fwd_bwd": host_profile(forward_backward, top=top)}
 
 
 if __name__ == "__main__":  # pragma: no cover

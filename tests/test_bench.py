@@ -118,3 +118,69 @@ def test_tuning_candidates_are_distinct_and_include_what_the_table_uses():
         assert len(set(candidates)) == len(candidates)
         for entry in lr.COOPERATIVE_CONFIGS[key]:
             assert tuple(entry[1:]) in candidates  # the tuner always re-times what is in use
+
+
+def test_host_time_per_call_is_the_wall_time_of_a_call_that_only_uses_the_host():
+    import time
+
+    slept = []
+
+    def nap():
+        slept.append(1)
+        time.sleep(0.003)
+
+    us = bench.host_us(nap, calls=5, warmup=1)
+    assert len(slept) == 6                       # one warm-up call, five timed
+    assert 3000 <= us < 3000 * 4                 # time.sleep never returns early
+    for calls in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="calls"):
+            bench.host_us(nap, calls=calls)
+
+
+def test_host_profile_ranks_the_function_that_takes_the_time_first():
+    import time
+
+    def slow():
+        time.sleep(0.002)
+
+    def fast():
+        return 1
+
+    def both():
+        fast()
+        slow()
+
+    rows = bench.host_profile(both, calls=4, top=20)
+    names = [r["function"].split(" ")[0] for r in rows]
+    assert names[0] == "both"
+    assert names.index("slow") < names.index("fast")
+    slow_row = next(r for r in rows if r["function"].startswith("slow "))
+    assert slow_row["calls_per_call"] == 1.0
+    assert slow_row["cumulative_us"] >= 2000 > slow_row["own_us"]  # the time is inside sleep
+    assert all(r["cumulative_us"] >= r["own_us"] >= 0 for r in rows)
+    assert len(bench.host_profile(both, calls=1, top=2)) == 2
+    with pytest.raises(ValueError, match="top"):
+        bench.host_profile(both, top=0)
+    with pytest.raises(ValueError, match="calls"):
+        bench.host_profile(both, calls=0)
+
+
+def test_graph_timing_without_a_gpu_says_so():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    with pytest.raises(RuntimeError, match="CUDA GPU"):
+        bench.time_ms_graph(lambda: None)
+
+
+def test_attention_rates_count_the_backward_three_and_a_half_times_and_keep_missing_times_missing():
+    from softmax_lib.bench_attention import _RATES, _rates, attention_flops
+
+    flops = attention_flops(2, 4, 256, 64, causal=True)
+    assert flops == 4 * 2 * 4 * 256 * 256 * 64 / 2
+    rates = _rates({"fwd_ms": 2.0, "fwd_bwd_ms": 5.0, "fwd_graph_ms": 1.0, "fwd_bwd_graph_ms": None}, flops)
+    assert set(rates) == set(_RATES)
+    assert rates["fwd_tflops"] == pytest.approx(flops / 2e-3 / 1e12)
+    assert rates["fwd_bwd_tflops"] == pytest.approx(3.5 * flops / 5e-3 / 1e12)
+    assert rates["fwd_graph_tflops"] == pytest.approx(flops / 1e-3 / 1e12)
+    assert rates["fwd_bwd_graph_tflops"] is None
