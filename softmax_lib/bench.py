@@ -383,7 +383,7 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     """Forward and backward softmax against torch.softmax, torch.compile and the copy.
 
     Writes ``softmax_forward.json`` and ``softmax_backward.json`` into ``out_dir``; each
-    holds, per dtype, a list of rows ``{n, m, ms, gbs, fraction_of_copy}`` per
+    holds, per dtype, a list of rows ``{n, m, ms, gbs, fraction_of_copy, host_us}`` per
     implementation (``triton``, ``torch``, ``torch_compile``, and for rows that start
     inside 16-byte vectors ``triton_entrywise``, the kernels that read them entry by
     entry instead of through aligned windows) and the copy bandwidth.
@@ -435,7 +435,8 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
                         row[name] = None
                         continue
                     gbs = nbytes / (ms * 1e-3) / 1e9
-                    row[name] = {"ms": ms, "gbs": gbs, "fraction_of_copy": gbs / copy[dtype_name]}
+                    row[name] = {"ms": ms, "gbs": gbs, "fraction_of_copy": gbs / copy[dtype_name],
+                                 "host_us": host_us(fn)}
                 rows.append(row)
                 frac = {k: (v["fraction_of_copy"] if isinstance(v, dict) else None)
                         for k, v in row.items() if k in impls}
@@ -448,7 +449,8 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
         results["backward"][dtype_name] = bwd_rows
     common = {"elements": elements, "copy_gbs": copy,
               "bytes_counted": "forward 2*M*N*itemsize, backward 3*M*N*itemsize",
-              "timing": f"median of {rep} CUDA-event timings, L2 flushed before each"}
+              "timing": f"median of {rep} CUDA-event timings, L2 flushed before each; "
+                        "host_us: host time to queue one call, not waiting for the GPU"}
     for direction in ("forward", "backward"):
         write_results(f"softmax_{direction}", {"kind": f"softmax_{direction}", **common,
                                                  "results": results[direction]}, out_dir)
