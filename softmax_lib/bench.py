@@ -263,12 +263,9 @@ def host_us(fn: Callable[[], Any], *, calls: int = 20, warmup: int = 2) -> float
     """
     import time
 
-    try:
-        import torch
+    import torch
 
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    except ImportError:  # pragma: no cover - torch is a requirement
-        sync = lambda: None  # noqa: E731
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
         raise ValueError(f"calls must be a positive integer, got {calls!r}")
     for _ in range(max(0, int(warmup))):

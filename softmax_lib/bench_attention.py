@@ -85,21 +85,14 @@ def _backend(name):
             "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
 
 
-def _measure(impl, q, k, v, do, causal, rep):
-    """Timings of one implementation, plus its output and gradients (for the accuracy check).
-
-    Returns ``(times, out, grads)``; ``times`` holds ``fwd_ms`` and ``fwd_bwd_ms``
-    (events around each call, as a program calling it sees), ``fwd_graph_ms`` and
-    ``fwd_bwd_graph_ms`` (the same work replayed from a CUDA graph: the device alone;
-    None and ``graph_error`` if the capture failed), and ``host_fwd_us``,
-    ``host_fwd_bwd_us`` (host time to queue one call).
-    """
+def _calls(impl, q, k, v, do, causal):
+    """The calls one implementation is timed on: ``(context, f, forward, forward_backward,
+    leaves)``, ``f(q, k, v)`` the attention, ``leaves`` the inputs that carry gradients."""
     import contextlib
 
     import torch
     import torch.nn.functional as F
 
-    from .bench import host_us, time_ms_graph
     from .kernels import flash_attention
 
     if impl == "ours":
@@ -115,18 +108,35 @@ def _measure(impl, q, k, v, do, causal, rep):
         def f(a, b, c):
             return F.scaled_dot_product_attention(a, b, c, is_causal=causal)
 
-    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+    leaves = tuple(t.detach().requires_grad_() for t in (q, k, v))
 
     def forward():
         with torch.no_grad():
             return f(q, k, v)
 
     def forward_backward():
-        return torch.autograd.grad(f(qg, kg, vg), (qg, kg, vg), do)
+        return torch.autograd.grad(f(*leaves), leaves, do)
 
+    return ctx, f, forward, forward_backward, leaves
+
+
+def _measure(impl, q, k, v, do, causal, rep):
+    """Timings of one implementation, plus its output and gradients (for the accuracy check).
+
+    Returns ``(times, out, grads)``; ``times`` holds ``fwd_ms`` and ``fwd_bwd_ms``
+    (events around each call, as a program calling it sees), ``fwd_graph_ms`` and
+    ``fwd_bwd_graph_ms`` (the same work replayed from a CUDA graph: the device alone;
+    None and ``graph_error`` if the capture failed), and ``host_fwd_us``,
+    ``host_fwd_bwd_us`` (host time to queue one call).
+    """
+    import torch
+
+    from .bench import host_us, time_ms_graph
+
+    ctx, f, forward, forward_backward, leaves = _calls(impl, q, k, v, do, causal)
     with ctx:
-        out = f(qg, kg, vg)                                 # raises if the backend refuses
-        grads = torch.autograd.grad(out, (qg, kg, vg), do)
+        out = f(*leaves)                                    # raises if the backend refuses
+        grads = torch.autograd.grad(out, leaves, do)
         times = dict(fwd_ms=time_ms(forward, warmup=5, rep=rep),
                      fwd_bwd_ms=time_ms(forward_backward, warmup=3, rep=rep),
                      host_fwd_us=host_us(forward), host_fwd_bwd_us=host_us(forward_backward),
@@ -234,23 +244,13 @@ def _format_row(row) -> str:
             f"  host {row['host_fwd_us']:.0f}/{row['host_fwd_bwd_us']:.0f} us")
 
 
-def _profile_ours(q, k, v, do, causal, top=15) -> dict[str, list]:
+def _profile_ours(q, k, v, do, causal, top=15, calls=50) -> dict[str, list]:
     """:func:`softmax_lib.bench.host_profile` of our forward and forward+backward."""
-    import torch
-
     from .bench import host_profile
-    from .kernels import flash_attention
 
-    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
-
-    def forward():
-        with torch.no_grad():
-            return flash_attention(q, k, v, causal=causal)
-
-    def forward_backward():
-        return torch.autograd.grad(flash_attention(qg, kg, vg, causal=causal), (qg, kg, vg), do)
-
-    return {"fwd": host_profile(forward, top=top), "fwd_bwd": host_profile(forward_backward, top=top)}
+    _, _, forward, forward_backward, _ = _calls("ours", q, k, v, do, causal)
+    return {"fwd": host_profile(forward, calls=calls, top=top),
+            "fwd_bwd": host_profile(forward_backward, calls=calls, top=top)}
 
 
 if __name__ == "__main__":  # pragma: no cover

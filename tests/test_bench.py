@@ -184,3 +184,25 @@ def test_attention_rates_count_the_backward_three_and_a_half_times_and_keep_miss
     assert rates["fwd_bwd_tflops"] == pytest.approx(3.5 * flops / 5e-3 / 1e12)
     assert rates["fwd_graph_tflops"] == pytest.approx(flops / 1e-3 / 1e12)
     assert rates["fwd_bwd_graph_tflops"] is None
+
+
+def test_the_attention_benchmark_times_calls_that_compute_attention_and_its_gradients():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from softmax_lib import bench_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, do = (torch.randn(1, 2, 33, 16, generator=gen) for _ in range(4))
+    ctx, f, forward, forward_backward, leaves = bench_attention._calls("ours", q, k, v, do, True)
+    with ctx:
+        out, grads = forward(), forward_backward()
+    assert not out.requires_grad  # the forward is timed without autograd
+    ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*ref_leaves, is_causal=True)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, do.double())
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        assert torch.allclose(got.double(), want, atol=1e-4)
+    profile = bench_attention._profile_ours(q, k, v, do, True, top=40, calls=2)
+    assert any(r["function"].startswith("flash_attention ") for r in profile["fwd"])
+    assert any(r["function"].startswith("backward ") for r in profile["fwd_bwd"])
