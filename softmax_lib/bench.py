@@ -31,6 +31,8 @@ import statistics
 import sys
 from typing import Any, Callable
 
+from ._array import check_positive_int
+
 __all__ = [
     "provenance",
     "time_ms",
@@ -266,8 +268,7 @@ def host_us(fn: Callable[[], Any], *, calls: int = 20, warmup: int = 2) -> float
     import torch
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
-        raise ValueError(f"calls must be a positive integer, got {calls!r}")
+    calls = check_positive_int(calls, "calls")
     for _ in range(max(0, int(warmup))):
         fn()
     sync()
@@ -289,10 +290,8 @@ def host_profile(fn: Callable[[], Any], *, calls: int = 50, top: int = 15) -> li
     import cProfile
     import pstats
 
-    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
-        raise ValueError(f"calls must be a positive integer, got {calls!r}")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be a positive integer, got {top!r}")
+    calls = check_positive_int(calls, "calls")
+    top = check_positive_int(top, "top")
     fn()
     profiler = cProfile.Profile()
     profiler.enable()

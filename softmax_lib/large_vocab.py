@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from ._array import check_positive_int
+
 __all__ = ["zipf_probabilities", "huffman_code", "HierarchicalSoftmax", "sampled_softmax_loss"]
 
 
@@ -38,8 +40,7 @@ def zipf_probabilities(num_classes: int, exponent: float = 1.0) -> np.ndarray:
     Word frequencies in natural language roughly follow it with :math:`s \approx 1`;
     the book uses it as a stand-in for a vocabulary's unigram distribution.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    num_classes = check_positive_int(num_classes, "num_classes")
     if not math.isfinite(exponent) or exponent < 0:
         raise ValueError(f"exponent must be finite and >= 0, got {exponent!r}")
     weights = np.arange(1, num_classes + 1, dtype=np.float64) ** -float(exponent)
@@ -234,8 +235,7 @@ def sampled_softmax_loss(
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    num_samples = check_positive_int(num_samples, "num_samples")
     q = torch.as_tensor(proposal, dtype=torch.float64).to(hidden.device)
     if q.ndim != 1 or q.shape[0] != weight.shape[0]:
         raise ValueError(f"proposal must have shape ({weight.shape[0]},), got {tuple(q.shape)}")

@@ -132,8 +132,8 @@ def test_host_time_per_call_is_the_wall_time_of_a_call_that_only_uses_the_host()
     us = bench.host_us(nap, calls=5, warmup=1)
     assert len(slept) == 6                       # one warm-up call, five timed
     assert 3000 <= us < 3000 * 4                 # time.sleep never returns early
-    for calls in (0, -1, 2.0, True):
-        with pytest.raises(ValueError, match="calls"):
+    for calls, error in ((0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="calls"):
             bench.host_us(nap, calls=calls)
 
 
@@ -163,6 +163,8 @@ def test_host_profile_ranks_the_function_that_takes_the_time_first():
         bench.host_profile(both, top=0)
     with pytest.raises(ValueError, match="calls"):
         bench.host_profile(both, calls=0)
+    with pytest.raises(TypeError, match="top"):
+        bench.host_profile(both, top=1.5)
 
 
 def test_graph_timing_without_a_gpu_says_so():

@@ -238,7 +238,7 @@ def test_vector_bytes_reads_the_lanes_and_the_width(form, expected):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: C.softmax_report(0), "n must be a positive int"),
+    (lambda: C.softmax_report(0), "n must be >= 1"),
     (lambda: C.softmax_report(1024, "int8"), "dtype must be one of"),
     (lambda: C.softmax_report(1024, direction="sideways"), "direction must be"),
     (lambda: C.softmax_report(1024, arch=75), "arch must be one of"),

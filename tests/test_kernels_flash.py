@@ -257,6 +257,16 @@ def test_causal_skips_about_half_the_tiles_for_long_sequences():
     assert abs(counts["skipped"] / counts["total"] - 0.5) < 0.01
 
 
+@pytest.mark.parametrize("args, error, name", [
+    ((0, 128, 64), ValueError, "L"), ((1024.0, 128, 64), TypeError, "L"),
+    ((1024, True, 64), TypeError, "block_m"), ((1024, 128, -64), ValueError, "block_n"),
+    ((1024, 64, 128), ValueError, "multiple"),
+])
+def test_block_counts_refuse_bad_arguments_by_name(args, error, name):
+    with pytest.raises(error, match=name):
+        causal_block_counts(*args)
+
+
 def test_kernel_source_excerpt_starts_and_stops_at_the_markers():
     text = flash.kernel_source("_fwd_stage", start="m_new = tl.maximum", stop="m_i = m_new")
     lines = text.splitlines()

@@ -170,9 +170,10 @@ def test_zero_dimensional_tensor_is_a_value_error():
         kernels.softmax(torch.tensor(1.0, device=DEVICE))
 
 
-@pytest.mark.parametrize("block_size", [0, -3, 2.5, True])
-def test_bad_block_size_is_a_value_error(block_size):
-    with pytest.raises(ValueError, match="block_size"):
+@pytest.mark.parametrize("block_size, error", [(0, ValueError), (-3, ValueError),
+                                               (2.5, TypeError), (True, TypeError), ("8", TypeError)])
+def test_bad_block_size_is_refused_by_name(block_size, error):
+    with pytest.raises(error, match="block_size"):
         kernels.softmax(_logits((2, 4)), block_size=block_size)
 
 

@@ -179,7 +179,16 @@ def test_sampled_loss_rejects_bad_arguments():
         sampled_softmax_loss(hidden, weight, bias, target, np.ones(49), 5)
     with pytest.raises(ValueError, match="num_samples"):
         sampled_softmax_loss(hidden, weight, bias, target, np.ones(50), 0)
+    with pytest.raises(TypeError, match="num_samples"):
+        sampled_softmax_loss(hidden, weight, bias, target, np.ones(50), 5.0)
     with pytest.raises(ValueError, match="reduction"):
         sampled_softmax_loss(hidden, weight, bias, target, np.ones(50), 5, reduction="avg")
     with pytest.raises(TypeError, match="rng"):
         sampled_softmax_loss(hidden, weight, bias, target, np.ones(50), 5, rng="x")
+
+
+@pytest.mark.parametrize("num_classes, error", [(0, ValueError), (-2, ValueError), (5.0, TypeError),
+                                                (True, TypeError), ("5", TypeError)])
+def test_zipf_refuses_a_bad_number_of_classes_by_name(num_classes, error):
+    with pytest.raises(error, match="num_classes"):
+        zipf_probabilities(num_classes)

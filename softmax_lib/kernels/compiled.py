@@ -36,6 +36,7 @@ import sys
 import tempfile
 from collections import Counter
 
+from .._array import check_positive_int
 from . import INTERPRETED
 from ._common import alignment, resident_programs
 
@@ -248,8 +249,7 @@ def softmax_request(n: int, dtype: str = "float32", direction: str = "forward", 
     from . import fused_softmax as fs
     from . import long_rows as lr
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    n = check_positive_int(n, "n")
     if direction not in ("forward", "backward"):
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     ty, itemsize = _dtype(dtype)

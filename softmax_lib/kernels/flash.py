@@ -39,6 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._array import check_positive_int
 from . import INTERPRETED, check_runnable
 from ._common import row_max, row_sum
 
@@ -604,9 +605,8 @@ def causal_block_counts(L, block_m, block_n, *, causal=True):
     Mirrors the loop bounds of the forward kernel; ``block_m`` must be a multiple of
     ``block_n`` (as every kernel config is).
     """
-    for name, val in (("L", L), ("block_m", block_m), ("block_n", block_n)):
-        if isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    L, block_m, block_n = (check_positive_int(val, name) for name, val in
+                           (("L", L), ("block_m", block_m), ("block_n", block_n)))
     if block_m % block_n:
         raise ValueError(f"block_m ({block_m}) must be a multiple of block_n ({block_n})")
     n_m, n_n = -(-L // block_m), -(-L // block_n)

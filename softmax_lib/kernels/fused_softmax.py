@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._array import check_positive_int
 from . import INTERPRETED, check_runnable
 from ._common import (aligned, alignment, exp_rows, peel_width, reciprocal, row_max, row_shift, row_sum,
                       row_window, window_rows)
@@ -228,11 +229,7 @@ def _segment(n: int, block_size: int | None, method: str, itemsize: int = 4,
 
 
 def _check_block_size(block_size):
-    if block_size is None:
-        return None
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-    return block_size
+    return None if block_size is None else check_positive_int(block_size, "block_size")
 
 
 def _as_rows(t: torch.Tensor) -> torch.Tensor:
