@@ -15,6 +15,16 @@ them too): :func:`provenance`, :func:`time_ms`, :func:`time_ms_graph`,
 Command line::
 
     python -m softmax_lib.bench --out DIR [--only softmax|attention|tune] [--quick]
+                                [--budget-s SECONDS] [--resume]
+
+A run can be cut into several processes (a machine lent for a few minutes at a
+time): ``--budget-s`` stops starting new measurements after that many seconds,
+writes what was measured with ``"complete": false`` (the files are rewritten after
+every configuration anyway, so a process that is killed keeps what it finished), and
+``--resume`` continues such a file where it stopped, refusing one measured on another
+GPU model, driver or torch/triton version (:func:`resume_from`).  Each process is
+listed in the file's ``parts``; ratios are still taken within one process (a row is
+measured whole, with the copy bandwidth of its own process).
 """
 
 from __future__ import annotations
@@ -42,6 +52,9 @@ __all__ = [
     "copy_bandwidth_gbs",
     "write_results",
     "load_results",
+    "Deadline",
+    "resume_from",
+    "run_parts",
     "results_dir",
     "softmax_bytes",
     "bench_softmax",
@@ -136,8 +149,73 @@ def write_results(name: str, payload: dict[str, Any], out_dir) -> pathlib.Path:
     record = dict(payload)
     record.setdefault("provenance", provenance())
     path = out / f"{name}.json"
-    path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    partial.replace(path)  # atomic: a process killed mid-write leaves the previous file
     return path
+
+
+#: Provenance fields that must agree for two processes' measurements to share a file.
+SAME_SETUP = ("gpu", "driver", "cuda", "torch", "triton")
+
+
+class Deadline:
+    """When a benchmark stops starting new measurements: ``seconds`` from now, or never.
+
+    >>> Deadline(None).passed()
+    False
+    """
+
+    def __init__(self, seconds: float | None = None):
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not seconds > 0 or seconds != seconds):
+            raise ValueError(f"seconds must be a positive number or None, got {seconds!r}")
+        import time
+
+        self._clock = time.monotonic
+        self._end = None if seconds is None else self._clock() + float(seconds)
+
+    def passed(self) -> bool:
+        """True once the time is up (never for ``Deadline(None)``)."""
+        return self._end is not None and self._clock() >= self._end
+
+
+def resume_from(name: str, out_dir, kind: str, here: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The unfinished results ``<out_dir>/<name>.json`` of an earlier process, to continue.
+
+    Returns ``None`` when there is no such file or it is complete (``"complete"`` not
+    false): the caller starts afresh.  Raises ``ValueError`` when the file holds another
+    ``kind`` of result, or was measured where any of :data:`SAME_SETUP` differs from
+    ``here`` (default: this process's :func:`provenance`), since rows of one file are
+    compared with each other.
+    """
+    path = pathlib.Path(out_dir) / f"{name}.json"
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text())
+    if payload.get("kind") != kind:
+        raise ValueError(f"{path} holds {payload.get('kind')!r} results, not {kind!r}")
+    if payload.get("complete", True):
+        return None
+    here = provenance() if here is None else here
+    first = payload.get("provenance") or {}
+    differ = [f"{key}: {first.get(key)!r} there, {here.get(key)!r} here" for key in SAME_SETUP
+              if first.get(key) != here.get(key)]
+    if differ:
+        raise ValueError(f"cannot resume {path}: measured with another setup ({'; '.join(differ)})")
+    return payload
+
+
+def run_parts(prior: dict[str, Any] | None, here: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``provenance`` and ``parts`` of a (possibly resumed) result file: the first
+    process's provenance, and one entry per process (its host and start date)."""
+    here = provenance() if here is None else here
+    part = {"hostname": here.get("hostname"), "date_utc": here.get("date_utc")}
+    if prior is None:
+        return {"provenance": here, "parts": [part]}
+    parts = list(prior.get("parts") or [{"hostname": prior["provenance"].get("hostname"),
+                                          "date_utc": prior["provenance"].get("date_utc")}])
+    return {"provenance": prior["provenance"], "parts": parts + [part]}
 
 
 def results_dir() -> pathlib.Path | None:
@@ -374,83 +452,132 @@ def _entrywise(fn, *args):
         return fn(*args)
 
 
+def _softmax_rows(fs, n: int, dtype_name: str, copy_gbs: float, elements: int, with_compile: bool,
+                  rep: int) -> tuple[dict, dict]:
+    """Forward and backward rows for one row length: every implementation timed in this
+    process and divided by this process's copy bandwidth ``copy_gbs``."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    m = max(1, elements // n)
+    x = torch.randn(m, n, device="cuda", dtype=torch.float32).mul_(3.0).to(dtype)
+    dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
+    y_ref = torch.softmax(x.float(), -1)
+    y = fs.softmax_forward(x)
+    err = ((y.float() - y_ref).norm() / y_ref.norm()).item()
+    dx = fs.softmax_backward(y, dy)
+    dx_ref = _reference_backward(y.float(), dy.float())
+    err_b = ((dx.float() - dx_ref).norm() / dx_ref.norm()).item()
+    del y_ref, dx_ref, dx
+    impls_f = {"triton": lambda: fs.softmax_forward(x), "torch": lambda: torch.softmax(x, -1)}
+    impls_b = {"triton": lambda: fs.softmax_backward(y, dy),
+               "torch": lambda: _torch_softmax_backward(y, dy)}
+    if _reads_windows(n, itemsize):  # the rows start inside vectors: time both kernels
+        impls_f["triton_entrywise"] = lambda: _entrywise(fs.softmax_forward, x)
+        impls_b["triton_entrywise"] = lambda: _entrywise(fs.softmax_backward, y, dy)
+    if with_compile:
+        torch._dynamo.reset()  # a fresh compile for this shape, not a recompile-limit fallback
+        cf = torch.compile(lambda t: torch.softmax(t, -1), dynamic=False)
+        cb = torch.compile(_reference_backward, dynamic=False)
+        impls_f["torch_compile"] = lambda: cf(x)
+        impls_b["torch_compile"] = lambda: cb(y, dy)
+    out = []
+    for impls, backward, rel in ((impls_f, False, err), (impls_b, True, err_b)):
+        nbytes = softmax_bytes(m, n, itemsize, backward=backward)
+        row = {"n": n, "m": m, "method": fs.choose_method(n), "relative_error": rel, "copy_gbs": copy_gbs}
+        for name, fn in impls.items():
+            try:
+                ms = time_ms(fn, warmup=3, rep=rep)
+            except Exception as exc:  # noqa: BLE001 - record, do not abort the sweep
+                print(f"  {name} n={n}: failed: {exc!s:.200}", flush=True)
+                row[name] = None
+                continue
+            gbs = nbytes / (ms * 1e-3) / 1e9
+            row[name] = {"ms": ms, "gbs": gbs, "fraction_of_copy": gbs / copy_gbs, "host_us": host_us(fn)}
+        out.append(row)
+        frac = {k: (v["fraction_of_copy"] if isinstance(v, dict) else None) for k, v in row.items() if k in impls}
+        print(f"{'bwd' if backward else 'fwd'} {dtype_name:8s} n={n:8d} m={m:8d} "
+              + " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=--" for k, v in frac.items())
+              + f" err={rel:.1e}", flush=True)
+    del x, dy, y
+    torch.cuda.empty_cache()
+    return out[0], out[1]
+
+
 def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=("float32", "bfloat16"),
-                  with_compile: bool = True, rep: int = 20) -> dict[str, Any]:
+                  with_compile: bool = True, rep: int = 20, deadline: Deadline | None = None,
+                  resume: bool = False) -> dict[str, Any]:
     """Forward and backward softmax against torch.softmax, torch.compile and the copy.
 
     Writes ``softmax_forward.json`` and ``softmax_backward.json`` into ``out_dir``; each
-    holds, per dtype, a list of rows ``{n, m, ms, gbs, fraction_of_copy, host_us}`` per
-    implementation (``triton``, ``torch``, ``torch_compile``, and for rows that start
-    inside 16-byte vectors ``triton_entrywise``, the kernels that read them entry by
-    entry instead of through aligned windows) and the copy bandwidth.
+    holds, per dtype, a list of rows ``{n, m, method, relative_error, copy_gbs}`` plus
+    ``{ms, gbs, fraction_of_copy, host_us}`` per implementation (``triton``, ``torch``,
+    ``torch_compile``, and for rows that start inside 16-byte vectors
+    ``triton_entrywise``, the kernels that read them entry by entry instead of through
+    aligned windows); ``copy_gbs`` per dtype is the first process's copy bandwidth
+    (each row carries the one it was divided by).  The files are rewritten after every
+    row length; ``deadline`` (a :class:`Deadline`) stops the sweep early, leaving
+    ``"complete": false``, and ``resume`` continues such files (:func:`resume_from`).
+    Returns ``{"forward": ..., "backward": ...}``, the two files' contents.
     """
     import torch
 
     from .kernels import fused_softmax as fs
 
     ns = SOFTMAX_NS if ns is None else list(ns)
-    copy = {}
-    results = {"forward": {}, "backward": {}}
-    for dtype_name in dtypes:
-        dtype = getattr(torch, dtype_name)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        copy[dtype_name] = _softmax_copy_gbs(elements, dtype, itemsize)
-        print(f"copy bandwidth {dtype_name}: {copy[dtype_name]:.0f} GB/s", flush=True)
-        fwd_rows, bwd_rows = [], []
-        for n in ns:
-            m = max(1, elements // n)
-            x = torch.randn(m, n, device="cuda", dtype=torch.float32).mul_(3.0).to(dtype)
-            dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
-            y_ref = torch.softmax(x.float(), -1)
-            y = fs.softmax_forward(x)
-            err = ((y.float() - y_ref).norm() / y_ref.norm()).item()
-            dx = fs.softmax_backward(y, dy)
-            dx_ref = _reference_backward(y.float(), dy.float())
-            err_b = ((dx.float() - dx_ref).norm() / dx_ref.norm()).item()
-            del y_ref, dx_ref, dx
-            impls_f = {"triton": lambda: fs.softmax_forward(x), "torch": lambda: torch.softmax(x, -1)}
-            impls_b = {"triton": lambda: fs.softmax_backward(y, dy),
-                       "torch": lambda: _torch_softmax_backward(y, dy)}
-            if _reads_windows(n, itemsize):  # the rows start inside vectors: time both kernels
-                impls_f["triton_entrywise"] = lambda: _entrywise(fs.softmax_forward, x)
-                impls_b["triton_entrywise"] = lambda: _entrywise(fs.softmax_backward, y, dy)
-            if with_compile:
-                torch._dynamo.reset()  # a fresh compile for this shape, not a recompile-limit fallback
-                cf = torch.compile(lambda t: torch.softmax(t, -1), dynamic=False)
-                cb = torch.compile(_reference_backward, dynamic=False)
-                impls_f["torch_compile"] = lambda: cf(x)
-                impls_b["torch_compile"] = lambda: cb(y, dy)
-            for impls, rows, backward, rel in ((impls_f, fwd_rows, False, err), (impls_b, bwd_rows, True, err_b)):
-                nbytes = softmax_bytes(m, n, itemsize, backward=backward)
-                row = {"n": n, "m": m, "method": fs.choose_method(n), "relative_error": rel}
-                for name, fn in impls.items():
-                    try:
-                        ms = time_ms(fn, warmup=3, rep=rep)
-                    except Exception as exc:  # noqa: BLE001 - record, do not abort the sweep
-                        print(f"  {name} n={n}: failed: {exc!s:.200}", flush=True)
-                        row[name] = None
-                        continue
-                    gbs = nbytes / (ms * 1e-3) / 1e9
-                    row[name] = {"ms": ms, "gbs": gbs, "fraction_of_copy": gbs / copy[dtype_name],
-                                 "host_us": host_us(fn)}
-                rows.append(row)
-                frac = {k: (v["fraction_of_copy"] if isinstance(v, dict) else None)
-                        for k, v in row.items() if k in impls}
-                print(f"{'bwd' if backward else 'fwd'} {dtype_name:8s} n={n:8d} m={m:8d} "
-                      + " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=--" for k, v in frac.items())
-                      + f" err={rel:.1e}", flush=True)
-            del x, dy, y
-            torch.cuda.empty_cache()
-        results["forward"][dtype_name] = fwd_rows
-        results["backward"][dtype_name] = bwd_rows
+    deadline = deadline or Deadline(None)
+    here = provenance()
+    prior = {d: resume_from(f"softmax_{d}", out_dir, f"softmax_{d}", here) if resume else None
+             for d in ("forward", "backward")}
+    if (prior["forward"] is None) != (prior["backward"] is None):
+        prior = {"forward": None, "backward": None}  # only one file unfinished: start both afresh
+    meta = run_parts(prior["forward"], here)
+    results = {d: {k: list(v) for k, v in (prior[d] or {}).get("results", {}).items()}
+               for d in ("forward", "backward")}
+    copy = dict((prior["forward"] or {}).get("copy_gbs", {}))
+    copy_here = {}
     common = {"elements": elements, "copy_gbs": copy,
               "bytes_counted": "forward 2*M*N*itemsize, backward 3*M*N*itemsize",
               "timing": f"median of {rep} CUDA-event timings, L2 flushed before each; "
-                        "host_us: host time to queue one call, not waiting for the GPU"}
-    for direction in ("forward", "backward"):
-        write_results(f"softmax_{direction}", {"kind": f"softmax_{direction}", **common,
-                                                 "results": results[direction]}, out_dir)
-    return results
+                        "host_us: host time to queue one call, not waiting for the GPU; "
+                        "fraction_of_copy: against the copy_gbs of the row's own process",
+              **meta}
+
+    def done(dtype_name, n):
+        return all(any(r["n"] == n for r in results[d].get(dtype_name, [])) for d in ("forward", "backward"))
+
+    def write(complete):
+        for d in ("forward", "backward"):
+            ordered = {k: sorted(v, key=lambda r: r["n"]) for k, v in results[d].items()}
+            write_results(f"softmax_{d}", {"kind": f"softmax_{d}", **common, "complete": complete,
+                                           "results": ordered}, out_dir)
+
+    stopped = False
+    for dtype_name in dtypes:
+        for n in ns:
+            if done(dtype_name, n):
+                continue
+            if deadline.passed():
+                stopped = True
+                break
+            if dtype_name not in copy_here:
+                dtype = getattr(torch, dtype_name)
+                itemsize = torch.empty((), dtype=dtype).element_size()
+                copy_here[dtype_name] = _softmax_copy_gbs(elements, dtype, itemsize)
+                copy.setdefault(dtype_name, copy_here[dtype_name])
+                print(f"copy bandwidth {dtype_name}: {copy_here[dtype_name]:.0f} GB/s", flush=True)
+            fwd, bwd = _softmax_rows(fs, n, dtype_name, copy_here[dtype_name], elements, with_compile, rep)
+            results["forward"].setdefault(dtype_name, []).append(fwd)
+            results["backward"].setdefault(dtype_name, []).append(bwd)
+            write(False)
+        if stopped:
+            break
+    complete = all(done(t, n) for t in dtypes for n in ns)
+    write(complete)
+    if not complete:
+        print("softmax: stopped before the end (--budget-s); run again with --resume", flush=True)
+    return {d: results[d] for d in ("forward", "backward")}
 
 
 # --------------------------------------------------------------------------------------
@@ -568,7 +695,16 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=("softmax", "attention", "tune"), default=None,
                         help="one part; 'tune' times the cooperative path's settings (not part of a full run)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes, no torch.compile (a smoke run)")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                        help="start no new measurement after this many seconds; the files are left "
+                             "with \"complete\": false (softmax and attention)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue unfinished result files in --out (softmax and attention)")
     args = parser.parse_args(argv)
+    if args.budget_s is not None and not args.budget_s > 0:
+        parser.error(f"--budget-s must be positive, got {args.budget_s}")
+    if args.only == "tune" and (args.budget_s is not None or args.resume):
+        parser.error("--budget-s and --resume apply to the softmax and attention benchmarks, not to tune")
     import torch
 
     if not torch.cuda.is_available():
@@ -578,18 +714,20 @@ def main(argv=None) -> int:
     if args.only == "tune":
         tune_cooperative(args.out, ns=[2**16, 2**20] if args.quick else None, rep=10 if args.quick else 20)
         return 0
+    deadline = Deadline(args.budget_s)
     if args.only in (None, "softmax"):
         if args.quick:
-            bench_softmax(args.out, ns=[256, 1024, 4096, 16384, 65536, 2**18, 2**20], with_compile=False, rep=10)
+            bench_softmax(args.out, ns=[256, 1024, 4096, 16384, 65536, 2**18, 2**20], with_compile=False, rep=10,
+                          deadline=deadline, resume=args.resume)
         else:
-            bench_softmax(args.out)
+            bench_softmax(args.out, deadline=deadline, resume=args.resume)
     if args.only in (None, "attention"):
         try:
             attention = importlib.import_module("softmax_lib.bench_attention")
         except ModuleNotFoundError:
             print("softmax_lib.bench_attention is not there: attention benchmarks skipped", flush=True)
         else:
-            attention.run(args.out)
+            attention.run(args.out, deadline=deadline, resume=args.resume)
     return 0
 
 

@@ -150,86 +150,126 @@ def _measure(impl, q, k, v, do, causal, rep):
     return times, out.detach(), [g.detach() for g in grads]
 
 
+def _configurations(dtypes, head_dims, lengths, causals):
+    """The configurations a run measures, in order: ``(dtype, head_dim, L, causal)``."""
+    return [(t, d, L, c) for t in dtypes for d in head_dims for L in lengths for c in causals]
+
+
+def _measure_configuration(dtype_name, d, L, causal, backends, rep, with_profile):
+    """Rows (ours, then each backend), the accuracy entry and, if asked, the host
+    profile of one configuration, all measured in this process."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    batch = max(1, TOKENS // (HEADS * L))
+    gen = torch.Generator(device="cuda").manual_seed(L + d)
+    q, k, v, do = (torch.randn((batch, HEADS, L, d), device="cuda", dtype=dtype, generator=gen)
+                   for _ in range(4))
+    flops = attention_flops(batch, HEADS, L, d, causal=causal)
+    rows, accuracy, ours = [], None, None
+    for impl in ("ours", *backends):
+        row = dict(dtype=dtype_name, head_dim=d, L=L, causal=causal, batch=batch, heads=HEADS,
+                   impl=impl, skipped=None, **dict.fromkeys(_TIMES + _RATES))
+        try:
+            times, out, grads = _measure(impl, q, k, v, do, causal, rep)
+        except RuntimeError as err:  # backend refuses this configuration
+            row["skipped"] = str(err).strip().splitlines()[0][:300]
+            torch.cuda.synchronize()
+        else:
+            row.update(times)
+            row.update(_rates(times, flops))
+            if impl == "ours":
+                ours = (out, grads)
+            elif accuracy is None and ours is not None:
+                accuracy = dict(dtype=dtype_name, head_dim=d, L=L, causal=causal, against=impl,
+                                out=_rel_err(ours[0], out), dq=_rel_err(ours[1][0], grads[0]),
+                                dk=_rel_err(ours[1][1], grads[1]), dv=_rel_err(ours[1][2], grads[2]))
+            del out, grads
+        rows.append(row)
+        print(_format_row(row), flush=True)
+    profile = None
+    if with_profile:
+        profile = dict(dtype=dtype_name, head_dim=d, L=L, causal=causal,
+                       **_profile_ours(q, k, v, do, causal))
+    del q, k, v, do, ours
+    torch.cuda.empty_cache()
+    return rows, accuracy, profile
+
+
 def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals=(False, True),
-        backends=BACKENDS, rep: int = 20, name: str = "flash_attention") -> dict[str, Any]:
+        backends=BACKENDS, rep: int = 20, name: str = "flash_attention", deadline=None,
+        resume: bool = False) -> dict[str, Any]:
     """Measure every configuration and write ``<out_dir>/<name>.json``; returns the payload.
 
     Each row of ``payload["results"]`` is one (configuration, implementation):
-    ``dtype, head_dim, L, causal, batch, heads, impl, fwd_ms, fwd_tflops, fwd_bwd_ms,
-    fwd_bwd_tflops`` and ``skipped`` (``None``, or why the backend refused).
+    ``dtype, head_dim, L, causal, batch, heads, impl, skipped`` (``None``, or why the
+    backend refused) and the timings and rates of :data:`_TIMES` and :data:`_RATES`.
     ``payload["accuracy"]`` holds our output's and gradients' relative error against
     the first backend that ran (a check that the fast path computes attention).
+    A configuration is measured whole in one process; the file is rewritten after
+    each, ``deadline`` (:class:`softmax_lib.bench.Deadline`) stops early with
+    ``"complete": false`` and ``resume`` continues such a file.
     """
     import torch
 
+    from .bench import Deadline, resume_from, run_parts
     from .kernels.flash import _TUNING, tuned_configs
 
     if not torch.cuda.is_available():
         raise RuntimeError("the attention benchmark needs a CUDA GPU")
-    rows, accuracy, profile = [], [], None
-    for dtype_name in dtypes:
-        dtype = getattr(torch, dtype_name)
-        for d in head_dims:
-            for L in lengths:
-                batch = max(1, TOKENS // (HEADS * L))
-                for causal in causals:
-                    gen = torch.Generator(device="cuda").manual_seed(L + d)
-                    q, k, v, do = (torch.randn((batch, HEADS, L, d), device="cuda", dtype=dtype,
-                                               generator=gen) for _ in range(4))
-                    flops = attention_flops(batch, HEADS, L, d, causal=causal)
-                    reference = None
-                    ours = None
-                    for impl in ("ours", *backends):
-                        row = dict(dtype=dtype_name, head_dim=d, L=L, causal=causal, batch=batch,
-                                   heads=HEADS, impl=impl, skipped=None,
-                                   **dict.fromkeys(_TIMES + _RATES))
-                        try:
-                            times, out, grads = _measure(impl, q, k, v, do, causal, rep)
-                        except RuntimeError as err:  # backend refuses this configuration
-                            row["skipped"] = str(err).strip().splitlines()[0][:300]
-                            torch.cuda.synchronize()
-                        else:
-                            row.update(times)
-                            row.update(_rates(times, flops))
-                            if impl == "ours":
-                                ours = (out, grads)
-                            elif reference is None and ours is not None:
-                                reference = impl
-                                accuracy.append(dict(
-                                    dtype=dtype_name, head_dim=d, L=L, causal=causal,
-                                    against=impl, out=_rel_err(ours[0], out),
-                                    dq=_rel_err(ours[1][0], grads[0]),
-                                    dk=_rel_err(ours[1][1], grads[1]),
-                                    dv=_rel_err(ours[1][2], grads[2])))
-                            del out, grads
-                        rows.append(row)
-                        print(_format_row(row), flush=True)
-                    if causal and (dtype_name, d, L) == (dtypes[0], min(head_dims), min(lengths)):
-                        profile = dict(dtype=dtype_name, head_dim=d, L=L, causal=causal,
-                                       **_profile_ours(q, k, v, do, causal))
-                    del q, k, v, do, ours
-                    torch.cuda.empty_cache()
-    payload = {
-        "kind": "flash_attention",
-        "tokens": TOKENS,
-        "flop_count": "forward 4*B*H*L*L*d (halved when causal); forward+backward 3.5x forward",
-        "timing": (f"median of {rep} CUDA-event timings after warm-up, L2 flushed before each; "
-                   "*_graph_ms: the same calls captured once in a CUDA graph and replayed (device "
-                   "time without host gaps); host_*_us: host time per call, not waiting for the GPU"),
-        "backends": {"flash": "SDPBackend.FLASH_ATTENTION", "cudnn": "SDPBackend.CUDNN_ATTENTION",
-                     "efficient": "SDPBackend.EFFICIENT_ATTENTION"},
-        "results": rows,
-        "accuracy": accuracy,
-        # where our host time goes, for the shortest causal configuration (cProfile)
-        "host_profile": profile,
-        "tuned_configs": tuned_configs(),
-        # what the autotuner could choose from: (block_m, block_n, warps, stages[, maxnreg])
-        "candidates": {kernel: {str(d): [list(c) for c in cands] for d, cands in per_d.items()}
-                       for kernel, per_d in _TUNING.items()},
-    }
-    path = write_results(name, payload, out_dir)
-    print(f"wrote {path}", flush=True)
-    return payload
+    deadline = deadline or Deadline(None)
+    prior = resume_from(name, out_dir, "flash_attention") if resume else None
+    meta = run_parts(prior)
+    prior = prior or {}
+    rows, accuracy = list(prior.get("results", [])), list(prior.get("accuracy", []))
+    profile = prior.get("host_profile")
+    tuned = {kernel: dict(cache) for kernel, cache in prior.get("tuned_configs", {}).items()}
+    done = {(r["dtype"], r["head_dim"], r["L"], r["causal"]) for r in rows}
+    configurations = _configurations(dtypes, head_dims, lengths, causals)
+    profiled = (dtypes[0], min(head_dims), min(lengths), True)  # the shortest causal one
+
+    def payload(complete):
+        for kernel, cache in tuned_configs().items():
+            tuned.setdefault(kernel, {}).update(cache)
+        return {
+            "kind": "flash_attention",
+            "tokens": TOKENS,
+            "flop_count": "forward 4*B*H*L*L*d (halved when causal); forward+backward 3.5x forward",
+            "timing": (f"median of {rep} CUDA-event timings after warm-up, L2 flushed before each; "
+                       "*_graph_ms: the same calls captured once in a CUDA graph and replayed (device "
+                       "time without host gaps); host_*_us: host time per call, not waiting for the GPU"),
+            "backends": {"flash": "SDPBackend.FLASH_ATTENTION", "cudnn": "SDPBackend.CUDNN_ATTENTION",
+                         "efficient": "SDPBackend.EFFICIENT_ATTENTION"},
+            "complete": complete,
+            "results": rows,
+            "accuracy": accuracy,
+            # where our host time goes, for the shortest causal configuration (cProfile)
+            "host_profile": profile,
+            "tuned_configs": tuned,
+            # what the autotuner could choose from: (block_m, block_n, warps, stages[, maxnreg])
+            "candidates": {kernel: {str(d): [list(c) for c in cands] for d, cands in per_d.items()}
+                           for kernel, per_d in _TUNING.items()},
+            **meta,
+        }
+
+    for config in configurations:
+        if config in done:
+            continue
+        if deadline.passed():
+            break
+        new_rows, new_accuracy, new_profile = _measure_configuration(
+            *config, backends, rep, with_profile=config == profiled and profile is None)
+        rows.extend(new_rows)
+        if new_accuracy is not None:
+            accuracy.append(new_accuracy)
+        profile = new_profile or profile
+        done.add(config)
+        write_results(name, payload(False), out_dir)
+    complete = all(config in done for config in configurations)
+    path = write_results(name, payload(complete), out_dir)
+    print(f"wrote {path}" + ("" if complete else " (stopped before the end: run again with --resume)"),
+          flush=True)
+    return payload(complete)
 
 
 def _format_row(row) -> str:

@@ -208,3 +208,155 @@ def test_the_attention_benchmark_times_calls_that_compute_attention_and_its_grad
     profile = bench_attention._profile_ours(q, k, v, do, True, top=40, calls=2)
     assert any(r["function"].startswith("flash_attention ") for r in profile["fwd"])
     assert any(r["function"].startswith("backward ") for r in profile["fwd_bwd"])
+
+
+# --------------------------------------------------------------------------------------
+# A run cut into several processes: deadline, checkpoint, resume
+# --------------------------------------------------------------------------------------
+
+HERE = {"gpu": "NVIDIA H200", "driver": "580.159.04", "cuda": "13.0", "torch": "2.11.0", "triton": "3.6.0",
+        "hostname": "vm", "date_utc": "2026-11-22T22:34:11+00:00"}
+
+
+def test_stored_results_are_complete_runs():
+    folder = bench.results_dir()
+    if folder is None or not any(folder.glob("*.json")):
+        pytest.skip("no results stored")
+    for path in folder.glob("*.json"):
+        assert json.loads(path.read_text()).get("complete", True) is True, path.name
+
+
+def test_a_deadline_passes_only_when_its_time_is_up():
+    import time
+
+    assert not bench.Deadline(None).passed()
+    assert not bench.Deadline(60).passed()
+    soon = bench.Deadline(0.01)
+    time.sleep(0.02)
+    assert soon.passed()
+    for bad in (0, -1.0, float("nan"), True, "5"):
+        with pytest.raises(ValueError, match="seconds"):
+            bench.Deadline(bad)
+
+
+def test_writing_leaves_no_partial_file_behind(tmp_path):
+    bench.write_results("demo", {"kind": "demo", "x": 1}, tmp_path)
+    bench.write_results("demo", {"kind": "demo", "x": 2}, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
+    assert bench.load_results("demo", tmp_path)["x"] == 2
+
+
+def test_resume_continues_only_an_unfinished_file_from_the_same_setup(tmp_path):
+    assert bench.resume_from("run", tmp_path, "demo", HERE) is None          # nothing there
+    bench.write_results("run", {"kind": "demo", "complete": True, "provenance": HERE}, tmp_path)
+    assert bench.resume_from("run", tmp_path, "demo", HERE) is None          # finished: start afresh
+    bench.write_results("run", {"kind": "demo", "complete": False, "provenance": HERE, "rows": [1]}, tmp_path)
+    assert bench.resume_from("run", tmp_path, "demo", dict(HERE, hostname="other"))["rows"] == [1]
+    with pytest.raises(ValueError, match="holds 'demo' results, not 'other'"):
+        bench.resume_from("run", tmp_path, "other", HERE)
+    for key in bench.SAME_SETUP:
+        with pytest.raises(ValueError, match=key):
+            bench.resume_from("run", tmp_path, "demo", dict(HERE, **{key: "something else"}))
+
+
+def test_parts_list_every_process_and_keep_the_first_provenance():
+    first = bench.run_parts(None, HERE)
+    assert first["provenance"] == HERE
+    assert first["parts"] == [{"hostname": "vm", "date_utc": HERE["date_utc"]}]
+    later = dict(HERE, hostname="vm2", date_utc="2026-11-24T10:00:00+00:00")
+    second = bench.run_parts({"provenance": HERE, "parts": first["parts"]}, later)
+    assert second["provenance"] == HERE
+    assert [p["hostname"] for p in second["parts"]] == ["vm", "vm2"]
+    older = bench.run_parts({"provenance": HERE}, later)  # a file written before parts existed
+    assert [p["hostname"] for p in older["parts"]] == ["vm", "vm2"]
+
+
+class _After:
+    """A deadline that passes after ``n`` questions (one per configuration started)."""
+
+    def __init__(self, n):
+        self.left = n
+
+    def passed(self):
+        self.left -= 1
+        return self.left < 0
+
+
+def _fake_gpu(monkeypatch, here):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench, "provenance", lambda: dict(here))
+
+
+def test_an_attention_run_stopped_by_its_deadline_is_finished_by_a_resumed_one(tmp_path, monkeypatch):
+    from softmax_lib import bench_attention as ba
+    from softmax_lib.kernels import flash
+
+    measured = []
+
+    def fake(dtype, d, L, causal, backends, rep, with_profile):
+        measured.append((dtype, d, L, causal))
+        rows = [dict(dtype=dtype, head_dim=d, L=L, causal=causal, impl=impl, skipped=None)
+                for impl in ("ours", *backends)]
+        accuracy = dict(dtype=dtype, head_dim=d, L=L, causal=causal, against=backends[0], out=1e-3)
+        return rows, accuracy, ({"fwd": [], "fwd_bwd": []} if with_profile else None)
+
+    monkeypatch.setattr(ba, "_measure_configuration", fake)
+    monkeypatch.setattr(flash, "tuned_configs", lambda: {"fwd": {str(len(measured)): "cfg"}})
+    shape = dict(dtypes=("bfloat16", "float16"), head_dims=(64,), lengths=(1024, 4096), backends=("flash",))
+    _fake_gpu(monkeypatch, HERE)
+    first = ba.run(tmp_path, deadline=_After(3), **shape)
+    assert first["complete"] is False and len(measured) == 3
+    assert bench.load_results("flash_attention", tmp_path)["complete"] is False
+    assert first["host_profile"] is not None  # the profiled configuration (bf16, 64, 1024, causal) came second
+
+    _fake_gpu(monkeypatch, dict(HERE, hostname="vm2"))
+    second = ba.run(tmp_path, resume=True, **shape)
+    configurations = [(t, 64, L, c) for t in ("bfloat16", "float16") for L in (1024, 4096) for c in (False, True)]
+    assert measured == configurations                  # each measured once, in order, across both
+    stored = bench.load_results("flash_attention", tmp_path)
+    assert stored == json.loads(json.dumps(second)) and stored["complete"] is True
+    assert [(r["dtype"], r["L"], r["causal"], r["impl"]) for r in stored["results"]] == \
+        [(t, L, c, impl) for t, _, L, c in configurations for impl in ("ours", "flash")]
+    assert len(stored["accuracy"]) == len(configurations)
+    assert [p["hostname"] for p in stored["parts"]] == ["vm", "vm2"]
+    assert set(stored["tuned_configs"]["fwd"]) == {str(i) for i in range(1, 9)}  # both processes' picks
+
+    _fake_gpu(monkeypatch, dict(HERE, triton="3.7.1"))
+    bench.write_results("flash_attention", dict(stored, complete=False), tmp_path)
+    with pytest.raises(ValueError, match="triton"):
+        ba.run(tmp_path, resume=True, **shape)
+
+
+def test_a_softmax_run_resumes_per_row_length_with_each_row_divided_by_its_own_copy(tmp_path, monkeypatch):
+    copies = iter([100.0, 200.0, 300.0, 400.0])
+    measured = []
+
+    def fake_rows(fs, n, dtype_name, copy_gbs, elements, with_compile, rep):
+        measured.append((dtype_name, n))
+        row = {"n": n, "m": elements // n, "copy_gbs": copy_gbs,
+               "triton": {"fraction_of_copy": 50.0 / copy_gbs}}
+        return dict(row), dict(row)
+
+    monkeypatch.setattr(bench, "_softmax_rows", fake_rows)
+    monkeypatch.setattr(bench, "_softmax_copy_gbs", lambda elements, dtype, itemsize: next(copies))
+    _fake_gpu(monkeypatch, HERE)
+    args = dict(ns=[256, 1024, 4096], elements=2**12, dtypes=("float32", "bfloat16"), with_compile=False)
+    bench.bench_softmax(tmp_path, deadline=_After(2), **args)
+    assert measured == [("float32", 256), ("float32", 1024)]
+    for direction in ("forward", "backward"):
+        assert bench.load_results(f"softmax_{direction}", tmp_path)["complete"] is False
+    _fake_gpu(monkeypatch, dict(HERE, hostname="vm2"))
+    out = bench.bench_softmax(tmp_path, resume=True, **args)
+    assert measured == [(t, n) for t in ("float32", "bfloat16") for n in (256, 1024, 4096)]
+    stored = bench.load_results("softmax_forward", tmp_path)
+    assert stored["complete"] is True and stored["results"] == out["forward"]
+    assert [r["copy_gbs"] for r in stored["results"]["float32"]] == [100.0, 100.0, 200.0]
+    assert stored["copy_gbs"] == {"float32": 100.0, "bfloat16": 300.0}  # the first process's per dtype
+    assert [p["hostname"] for p in stored["parts"]] == ["vm", "vm2"]
+
+
+def test_budget_and_resume_are_refused_for_tuning_and_a_budget_must_be_positive():
+    for argv in (["--only", "tune", "--resume"], ["--only", "tune", "--budget-s", "60"], ["--budget-s", "0"]):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
