@@ -624,14 +624,55 @@ def suggest_table(fractions: dict, ns) -> list[tuple]:
     return table
 
 
+def _tune_at(fs, lr, direction: str, dtype_name: str, n: int, configs, copy_gbs: float, elements: int,
+             rep: int) -> dict:
+    """Fraction of copy bandwidth of every setting in ``configs`` at row length ``n``
+    (None where its output was wrong or it failed), all timed in this process."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    key = f"{direction}:{dtype_name}"
+    tol = 1e-5 if itemsize == 4 else 1.5e-2
+    m = max(1, elements // n)
+    x = torch.randn(m, n, device="cuda", dtype=torch.float32).mul_(3.0).to(dtype)
+    dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
+    y = torch.softmax(x.float(), -1).to(dtype)
+    if direction == "forward":
+        ref = torch.softmax(x.float(), -1)
+        fn = functools.partial(fs.softmax_forward, x, method="cooperative")
+    else:
+        ref = _reference_backward(y.float(), dy.float())
+        fn = functools.partial(fs.softmax_backward, y, dy, method="cooperative")
+    nbytes = softmax_bytes(m, n, itemsize, backward=direction == "backward")
+    out = {}
+    for cfg in configs:
+        try:
+            with lr.cooperative_settings(direction, itemsize, *cfg):
+                err = ((fn().float() - ref).norm() / ref.norm()).item()
+                ms = time_ms(fn, warmup=3, rep=rep) if err < tol else None
+        except Exception as exc:  # noqa: BLE001 - record, do not abort the sweep
+            print(f"  {key} n={n} {cfg}: failed: {exc!s:.200}", flush=True)
+            err, ms = None, None
+        out[cfg] = None if ms is None else nbytes / (ms * 1e-3) / 1e9 / copy_gbs
+        print(f"tune {key:17s} n={n:8d} segment={cfg[0]:6d} warps={cfg[1]:2d} prefetch={cfg[2]!s:5s} "
+              + (f"{out[cfg]:.3f}" if out[cfg] is not None else f"-- (error {err})"), flush=True)
+    del x, dy, y, ref, fn
+    torch.cuda.empty_cache()
+    return out
+
+
 def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=("float32", "bfloat16"),
-                     rep: int = 20) -> dict[str, Any]:
+                     rep: int = 20, deadline: Deadline | None = None, resume: bool = False) -> dict[str, Any]:
     """Time every setting of :data:`COOPERATIVE_CANDIDATES` on rows of ``ns`` entries.
 
     Writes ``softmax_cooperative_tuning.json`` into ``out_dir``: per direction and dtype
     the fraction of copy bandwidth of each setting at each ``n`` (None if its output was
     wrong or it failed), the table in use and the table :func:`suggest_table` makes of
-    the measurements, to be copied into ``long_rows.COOPERATIVE_CONFIGS`` by hand.
+    the measurements, to be copied into ``long_rows.COOPERATIVE_CONFIGS`` by hand.  All
+    settings at one ``n`` are timed in one process; the file is rewritten after each
+    ``n``, and ``deadline``/``resume`` cut the sweep into pieces as in
+    :func:`bench_softmax`.
     """
     import torch
 
@@ -639,54 +680,69 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
     from .kernels import long_rows as lr
 
     ns = TUNE_NS if ns is None else sorted(ns)
-    copy, measured, suggested, in_use = {}, {}, {}, {}
+    deadline = deadline or Deadline(None)
+    name = "softmax_cooperative_tuning"
+    here = provenance()
+    prior = resume_from(name, out_dir, name, here) if resume else None
+    meta = run_parts(prior, here)
+    copy = dict((prior or {}).get("copy_gbs", {}))
+    copy_here = {}
+    fractions = {}  # key -> {cfg: {n: fraction}}
+    for key, entries in (prior or {}).get("measured", {}).items():
+        fractions[key] = {(e["segment_bytes"], e["num_warps"], e["prefetch"]):
+                          {int(n): f for n, f in e["fraction_of_copy"].items()} for e in entries}
+    jobs = []  # (direction, dtype, size, key)
     for dtype_name in dtypes:
-        dtype = getattr(torch, dtype_name)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        size = 4 if itemsize >= 4 else 2
-        copy[dtype_name] = _softmax_copy_gbs(elements, dtype, itemsize)
-        tol = 1e-5 if itemsize == 4 else 1.5e-2
+        size = 4 if torch.empty((), dtype=getattr(torch, dtype_name)).element_size() >= 4 else 2
         for direction in ("forward", "backward"):
             key = f"{direction}:{dtype_name}"
+            jobs.append((direction, dtype_name, size, key))
+            fractions.setdefault(key, {})
+            for cfg in COOPERATIVE_CANDIDATES[(direction, size)]:
+                fractions[key].setdefault(cfg, {})
+
+    def done(key, n):
+        return all(n in fr for fr in fractions[key].values())
+
+    def payload(complete):
+        in_use, suggested = {}, {}
+        for direction, _, size, key in jobs:
             in_use[key] = [list(c) for c in lr.COOPERATIVE_CONFIGS[(direction, size)]]
-            fractions = {cfg: {} for cfg in COOPERATIVE_CANDIDATES[(direction, size)]}
-            for n in ns:
-                m = max(1, elements // n)
-                x = torch.randn(m, n, device="cuda", dtype=torch.float32).mul_(3.0).to(dtype)
-                dy = torch.randn(m, n, device="cuda", dtype=torch.float32).to(dtype)
-                y = torch.softmax(x.float(), -1).to(dtype)
-                if direction == "forward":
-                    ref = torch.softmax(x.float(), -1)
-                    fn = functools.partial(fs.softmax_forward, x, method="cooperative")
-                else:
-                    ref = _reference_backward(y.float(), dy.float())
-                    fn = functools.partial(fs.softmax_backward, y, dy, method="cooperative")
-                nbytes = softmax_bytes(m, n, itemsize, backward=direction == "backward")
-                for cfg in fractions:
-                    try:
-                        with lr.cooperative_settings(direction, itemsize, *cfg):
-                            err = ((fn().float() - ref).norm() / ref.norm()).item()
-                            ms = time_ms(fn, warmup=3, rep=rep) if err < tol else None
-                    except Exception as exc:  # noqa: BLE001 - record, do not abort the sweep
-                        print(f"  {key} n={n} {cfg}: failed: {exc!s:.200}", flush=True)
-                        err, ms = None, None
-                    frac = None if ms is None else nbytes / (ms * 1e-3) / 1e9 / copy[dtype_name]
-                    fractions[cfg][n] = frac
-                    print(f"tune {key:17s} n={n:8d} segment={cfg[0]:6d} warps={cfg[1]:2d} prefetch={cfg[2]!s:5s} "
-                          + (f"{frac:.3f}" if frac is not None else f"-- (error {err})"), flush=True)
-                del x, dy, y, ref, fn
-                torch.cuda.empty_cache()
-            measured[key] = [{"segment_bytes": c[0], "num_warps": c[1], "prefetch": c[2],
-                              "fraction_of_copy": {str(n): f for n, f in fr.items()}} for c, fr in fractions.items()]
-            suggested[key] = [list(e) for e in suggest_table(fractions, ns)]
+            if all(done(key, n) for n in ns):
+                suggested[key] = [list(e) for e in suggest_table(fractions[key], ns)]
+        measured = {key: [{"segment_bytes": c[0], "num_warps": c[1], "prefetch": c[2],
+                           "fraction_of_copy": {str(n): f for n, f in sorted(fr.items())}}
+                          for c, fr in fractions[key].items()] for _, _, _, key in jobs}
+        return {"kind": name, "elements": elements, "ns": ns, "copy_gbs": copy,
+                "entry": "(max row length, bytes per segment, warps, prefetch)", "in_use": in_use,
+                "suggested": suggested, "measured": measured, "complete": complete,
+                "timing": f"median of {rep} CUDA-event timings, L2 flushed before each; "
+                          "all settings at one row length timed in one process", **meta}
+
+    for direction, dtype_name, size, key in jobs:
+        for n in ns:
+            if done(key, n):
+                continue
+            if deadline.passed():
+                break
+            if dtype_name not in copy_here:
+                dtype = getattr(torch, dtype_name)
+                copy_here[dtype_name] = _softmax_copy_gbs(elements, dtype, torch.empty((), dtype=dtype).element_size())
+                copy.setdefault(dtype_name, copy_here[dtype_name])
+            measured = _tune_at(fs, lr, direction, dtype_name, n, list(fractions[key]), copy_here[dtype_name],
+                                elements, rep)
+            for cfg, frac in measured.items():
+                fractions[key][cfg][n] = frac
+            write_results(name, payload(False), out_dir)
+        if all(done(key, n) for n in ns):
             print(f"suggested COOPERATIVE_CONFIGS[({direction!r}, {size})] = "
-                  + repr([tuple(e) for e in suggested[key]]), flush=True)
-    payload = {"kind": "softmax_cooperative_tuning", "elements": elements, "ns": ns, "copy_gbs": copy,
-               "entry": "(max row length, bytes per segment, warps, prefetch)", "in_use": in_use,
-               "suggested": suggested, "measured": measured,
-               "timing": f"median of {rep} CUDA-event timings, L2 flushed before each"}
-    write_results("softmax_cooperative_tuning", payload, out_dir)
-    return payload
+                  + repr([tuple(e) for e in suggest_table(fractions[key], ns)]), flush=True)
+    complete = all(done(key, n) for _, _, _, key in jobs for n in ns)
+    result = payload(complete)
+    write_results(name, result, out_dir)
+    if not complete:
+        print("tune: stopped before the end (--budget-s); run again with --resume", flush=True)
+    return result
 
 
 def main(argv=None) -> int:
@@ -697,24 +753,23 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes, no torch.compile (a smoke run)")
     parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
                         help="start no new measurement after this many seconds; the files are left "
-                             "with \"complete\": false (softmax and attention)")
+                             "with \"complete\": false")
     parser.add_argument("--resume", action="store_true",
-                        help="continue unfinished result files in --out (softmax and attention)")
+                        help="continue unfinished result files in --out")
     args = parser.parse_args(argv)
     if args.budget_s is not None and not args.budget_s > 0:
         parser.error(f"--budget-s must be positive, got {args.budget_s}")
-    if args.only == "tune" and (args.budget_s is not None or args.resume):
-        parser.error("--budget-s and --resume apply to the softmax and attention benchmarks, not to tune")
     import torch
 
     if not torch.cuda.is_available():
         print("no CUDA GPU here: benchmarks are measured on a GPU (see chapters/results)", file=sys.stderr)
         return 1
     print(json.dumps(provenance()), flush=True)
-    if args.only == "tune":
-        tune_cooperative(args.out, ns=[2**16, 2**20] if args.quick else None, rep=10 if args.quick else 20)
-        return 0
     deadline = Deadline(args.budget_s)
+    if args.only == "tune":
+        tune_cooperative(args.out, ns=[2**16, 2**20] if args.quick else None, rep=10 if args.quick else 20,
+                         deadline=deadline, resume=args.resume)
+        return 0
     if args.only in (None, "softmax"):
         if args.quick:
             bench_softmax(args.out, ns=[256, 1024, 4096, 16384, 65536, 2**18, 2**20], with_compile=False, rep=10,

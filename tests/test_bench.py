@@ -356,7 +356,36 @@ def test_a_softmax_run_resumes_per_row_length_with_each_row_divided_by_its_own_c
     assert [p["hostname"] for p in stored["parts"]] == ["vm", "vm2"]
 
 
-def test_budget_and_resume_are_refused_for_tuning_and_a_budget_must_be_positive():
-    for argv in (["--only", "tune", "--resume"], ["--only", "tune", "--budget-s", "60"], ["--budget-s", "0"]):
-        with pytest.raises(SystemExit):
-            bench.main(argv)
+def test_a_tuning_sweep_resumes_per_row_length_and_suggests_a_table_only_when_complete(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_tune(fs, lr, direction, dtype_name, n, configs, copy_gbs, elements, rep):
+        calls.append((direction, dtype_name, n))
+        # the 16 KB, 8-warp, prefetching setting wins at the longest rows, 8 KB / 4 warps elsewhere
+        best = (16384, 8, True) if n == 2**20 else (8192, 4, False)
+        return {cfg: (0.9 if cfg == best else 0.5) for cfg in configs}
+
+    monkeypatch.setattr(bench, "_tune_at", fake_tune)
+    monkeypatch.setattr(bench, "_softmax_copy_gbs", lambda elements, dtype, itemsize: 4000.0)
+    _fake_gpu(monkeypatch, HERE)
+    args = dict(ns=[2**16, 2**20], dtypes=("float32",))
+    partial = bench.tune_cooperative(tmp_path, deadline=_After(3), **args)
+    assert calls == [("forward", "float32", 2**16), ("forward", "float32", 2**20),
+                     ("backward", "float32", 2**16)]
+    assert partial["complete"] is False
+    assert set(partial["suggested"]) == {"forward:float32"}        # backward is not measured through
+    assert partial["suggested"]["forward:float32"] == [[2**16, 8192, 4, False], [2**20, 16384, 8, True]]
+    _fake_gpu(monkeypatch, dict(HERE, hostname="vm2"))
+    final = bench.tune_cooperative(tmp_path, resume=True, **args)
+    assert calls[3:] == [("backward", "float32", 2**20)]
+    assert final["complete"] is True and set(final["suggested"]) == {"forward:float32", "backward:float32"}
+    stored = bench.load_results("softmax_cooperative_tuning", tmp_path)
+    forward = {tuple(e[k] for k in ("segment_bytes", "num_warps", "prefetch")): e["fraction_of_copy"]
+               for e in stored["measured"]["forward:float32"]}
+    assert forward[(16384, 8, True)] == {str(2**16): 0.5, str(2**20): 0.9}
+    assert [p["hostname"] for p in stored["parts"]] == ["vm", "vm2"]
+
+
+def test_a_budget_must_be_positive():
+    with pytest.raises(SystemExit):
+        bench.main(["--budget-s", "0"])
