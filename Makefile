@@ -5,7 +5,8 @@
 #   make execute    re-run every notebook in place (commit the outputs)
 #   make serve      serve _build/html on http://localhost:8000
 #   make bench-gpu  measure the Triton kernels on a GPU into chapters/results/
-#                   (uses the Python that already has torch+triton; installs nothing)
+#                   (uses the Python that already has torch+triton; installs nothing;
+#                   BENCH_ARGS="--budget-s 480 --resume" runs it in pieces)
 #   make tune-gpu   time the long-row (cooperative) kernel's settings on a GPU into
 #                   chapters/results/softmax_cooperative_tuning.json (then edit the table)
 #   make bench-cpu  softmax_lib against scipy.special on this CPU
@@ -19,6 +20,7 @@ STAMP := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _vendor/mathjax/tex-chtml.js
 JOBS ?= 2
+BENCH_ARGS ?=
 export PYTHONHASHSEED := 0
 
 .PHONY: setup book test test-lib test-notebooks test-book test-browser test-colab execute serve bench-gpu tune-gpu bench-cpu clean
@@ -71,10 +73,10 @@ serve:
 	$(PY) -m http.server --directory _build/html 8000
 
 bench-gpu:
-	PYTHONPATH=. $(PYTHON) -m softmax_lib.bench --out chapters/results
+	PYTHONPATH=. $(PYTHON) -m softmax_lib.bench --out chapters/results $(BENCH_ARGS)
 
 tune-gpu:
-	PYTHONPATH=. $(PYTHON) -m softmax_lib.bench --out chapters/results --only tune
+	PYTHONPATH=. $(PYTHON) -m softmax_lib.bench --out chapters/results --only tune $(BENCH_ARGS)
 
 bench-cpu: setup
 	$(PY) -m softmax_lib.bench_cpu
