@@ -180,13 +180,15 @@ class Deadline:
         return self._end is not None and self._clock() >= self._end
 
 
-def resume_from(name: str, out_dir, kind: str, here: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def resume_from(name: str, out_dir, kind: str, here: dict[str, Any] | None = None,
+                expect: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The unfinished results ``<out_dir>/<name>.json`` of an earlier process, to continue.
 
     Returns ``None`` when there is no such file or it is complete (``"complete"`` not
     false): the caller starts afresh.  Raises ``ValueError`` when the file holds another
     ``kind`` of result, or was measured where any of :data:`SAME_SETUP` differs from
-    ``here`` (default: this process's :func:`provenance`), since rows of one file are
+    ``here`` (default: this process's :func:`provenance`), or where a setting named in
+    ``expect`` (e.g. ``{"rep": 20}``) differs from the file's, since rows of one file are
     compared with each other.
     """
     path = pathlib.Path(out_dir) / f"{name}.json"
@@ -201,6 +203,8 @@ def resume_from(name: str, out_dir, kind: str, here: dict[str, Any] | None = Non
     first = payload.get("provenance") or {}
     differ = [f"{key}: {first.get(key)!r} there, {here.get(key)!r} here" for key in SAME_SETUP
               if first.get(key) != here.get(key)]
+    differ += [f"{key}: {payload.get(key)!r} there, {value!r} here" for key, value in (expect or {}).items()
+               if payload.get(key) != value]
     if differ:
         raise ValueError(f"cannot resume {path}: measured with another setup ({'; '.join(differ)})")
     return payload
@@ -528,7 +532,8 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     ns = SOFTMAX_NS if ns is None else list(ns)
     deadline = deadline or Deadline(None)
     here = provenance()
-    prior = {d: resume_from(f"softmax_{d}", out_dir, f"softmax_{d}", here) if resume else None
+    expect = {"elements": elements, "rep": rep, "with_compile": with_compile}
+    prior = {d: resume_from(f"softmax_{d}", out_dir, f"softmax_{d}", here, expect) if resume else None
              for d in ("forward", "backward")}
     if (prior["forward"] is None) != (prior["backward"] is None):
         prior = {"forward": None, "backward": None}  # only one file unfinished: start both afresh
@@ -537,7 +542,7 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
                for d in ("forward", "backward")}
     copy = dict((prior["forward"] or {}).get("copy_gbs", {}))
     copy_here = {}
-    common = {"elements": elements, "copy_gbs": copy,
+    common = {"elements": elements, "rep": rep, "with_compile": with_compile, "copy_gbs": copy,
               "bytes_counted": "forward 2*M*N*itemsize, backward 3*M*N*itemsize",
               "timing": f"median of {rep} CUDA-event timings, L2 flushed before each; "
                         "host_us: host time to queue one call, not waiting for the GPU; "
@@ -683,7 +688,7 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
     deadline = deadline or Deadline(None)
     name = "softmax_cooperative_tuning"
     here = provenance()
-    prior = resume_from(name, out_dir, name, here) if resume else None
+    prior = resume_from(name, out_dir, name, here, {"elements": elements, "rep": rep, "ns": ns}) if resume else None
     meta = run_parts(prior, here)
     copy = dict((prior or {}).get("copy_gbs", {}))
     copy_here = {}
@@ -713,7 +718,7 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
         measured = {key: [{"segment_bytes": c[0], "num_warps": c[1], "prefetch": c[2],
                            "fraction_of_copy": {str(n): f for n, f in sorted(fr.items())}}
                           for c, fr in fractions[key].items()] for _, _, _, key in jobs}
-        return {"kind": name, "elements": elements, "ns": ns, "copy_gbs": copy,
+        return {"kind": name, "elements": elements, "rep": rep, "ns": ns, "copy_gbs": copy,
                 "entry": "(max row length, bytes per segment, warps, prefetch)", "in_use": in_use,
                 "suggested": suggested, "measured": measured, "complete": complete,
                 "timing": f"median of {rep} CUDA-event timings, L2 flushed before each; "

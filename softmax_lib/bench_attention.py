@@ -218,7 +218,7 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
     if not torch.cuda.is_available():
         raise RuntimeError("the attention benchmark needs a CUDA GPU")
     deadline = deadline or Deadline(None)
-    prior = resume_from(name, out_dir, "flash_attention") if resume else None
+    prior = resume_from(name, out_dir, "flash_attention", expect={"tokens": TOKENS, "rep": rep}) if resume else None
     meta = run_parts(prior)
     prior = prior or {}
     rows, accuracy = list(prior.get("results", [])), list(prior.get("accuracy", []))
@@ -234,6 +234,7 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
         return {
             "kind": "flash_attention",
             "tokens": TOKENS,
+            "rep": rep,
             "flop_count": "forward 4*B*H*L*L*d (halved when causal); forward+backward 3.5x forward",
             "timing": (f"median of {rep} CUDA-event timings after warm-up, L2 flushed before each; "
                        "*_graph_ms: the same calls captured once in a CUDA graph and replayed (device "

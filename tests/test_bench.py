@@ -257,6 +257,10 @@ def test_resume_continues_only_an_unfinished_file_from_the_same_setup(tmp_path):
     for key in bench.SAME_SETUP:
         with pytest.raises(ValueError, match=key):
             bench.resume_from("run", tmp_path, "demo", dict(HERE, **{key: "something else"}))
+    bench.write_results("run", {"kind": "demo", "complete": False, "provenance": HERE, "rep": 20}, tmp_path)
+    assert bench.resume_from("run", tmp_path, "demo", HERE, {"rep": 20}) is not None
+    with pytest.raises(ValueError, match="rep: 20 there, 10 here"):
+        bench.resume_from("run", tmp_path, "demo", HERE, {"rep": 10})
 
 
 def test_parts_list_every_process_and_keep_the_first_provenance():
@@ -347,6 +351,8 @@ def test_a_softmax_run_resumes_per_row_length_with_each_row_divided_by_its_own_c
     for direction in ("forward", "backward"):
         assert bench.load_results(f"softmax_{direction}", tmp_path)["complete"] is False
     _fake_gpu(monkeypatch, dict(HERE, hostname="vm2"))
+    with pytest.raises(ValueError, match="rep"):  # other repetitions: not comparable, not resumed
+        bench.bench_softmax(tmp_path, resume=True, rep=5, **args)
     out = bench.bench_softmax(tmp_path, resume=True, **args)
     assert measured == [(t, n) for t in ("float32", "bfloat16") for n in (256, 1024, 4096)]
     stored = bench.load_results("softmax_forward", tmp_path)
