@@ -21,8 +21,9 @@ A run can be cut into several processes (a machine lent for a few minutes at a
 time): ``--budget-s`` stops starting new measurements after that many seconds,
 writes what was measured with ``"complete": false`` (the files are rewritten after
 every configuration anyway, so a process that is killed keeps what it finished), and
-``--resume`` continues such a file where it stopped, refusing one measured on another
-GPU model, driver or torch/triton version (:func:`resume_from`).  Each process is
+``--resume`` continues such a file where it stopped (and keeps a finished one), refusing
+to mix in rows measured on another GPU model, driver or torch/triton version, or with
+other sizes or repetitions (:func:`resume_from`).  Each process is
 listed in the file's ``parts``; ratios are still taken within one process (a row is
 measured whole, with the copy bandwidth of its own process).
 """
@@ -182,14 +183,16 @@ class Deadline:
 
 def resume_from(name: str, out_dir, kind: str, here: dict[str, Any] | None = None,
                 expect: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The unfinished results ``<out_dir>/<name>.json`` of an earlier process, to continue.
+    """The results ``<out_dir>/<name>.json`` of an earlier process, to continue or keep.
 
-    Returns ``None`` when there is no such file or it is complete (``"complete"`` not
-    false): the caller starts afresh.  Raises ``ValueError`` when the file holds another
-    ``kind`` of result, or was measured where any of :data:`SAME_SETUP` differs from
-    ``here`` (default: this process's :func:`provenance`), or where a setting named in
-    ``expect`` (e.g. ``{"rep": 20}``) differs from the file's, since rows of one file are
-    compared with each other.
+    Returns ``None`` when there is no such file, or when it is complete but was measured
+    with another setup (it is then simply replaced); otherwise the payload, whose
+    ``"complete"`` says whether anything is left to measure.  The setup is
+    :data:`SAME_SETUP` of its provenance against ``here`` (default: this process's
+    :func:`provenance`) and the settings named in ``expect`` (e.g. ``{"rep": 20}``)
+    against the file's.  Raises ``ValueError`` when the file holds another ``kind`` of
+    result, or is unfinished and was measured with another setup: rows of one file
+    are compared with each other, so they must not be mixed.
     """
     path = pathlib.Path(out_dir) / f"{name}.json"
     if not path.is_file():
@@ -197,14 +200,14 @@ def resume_from(name: str, out_dir, kind: str, here: dict[str, Any] | None = Non
     payload = json.loads(path.read_text())
     if payload.get("kind") != kind:
         raise ValueError(f"{path} holds {payload.get('kind')!r} results, not {kind!r}")
-    if payload.get("complete", True):
-        return None
     here = provenance() if here is None else here
     first = payload.get("provenance") or {}
     differ = [f"{key}: {first.get(key)!r} there, {here.get(key)!r} here" for key in SAME_SETUP
               if first.get(key) != here.get(key)]
     differ += [f"{key}: {payload.get(key)!r} there, {value!r} here" for key, value in (expect or {}).items()
                if payload.get(key) != value]
+    if differ and payload.get("complete", True):
+        return None
     if differ:
         raise ValueError(f"cannot resume {path}: measured with another setup ({'; '.join(differ)})")
     return payload
@@ -536,7 +539,7 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     prior = {d: resume_from(f"softmax_{d}", out_dir, f"softmax_{d}", here, expect) if resume else None
              for d in ("forward", "backward")}
     if (prior["forward"] is None) != (prior["backward"] is None):
-        prior = {"forward": None, "backward": None}  # only one file unfinished: start both afresh
+        prior = {"forward": None, "backward": None}  # only one of the two kept: start both afresh
     meta = run_parts(prior["forward"], here)
     results = {d: {k: list(v) for k, v in (prior[d] or {}).get("results", {}).items()}
                for d in ("forward", "backward")}
@@ -558,6 +561,9 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
             write_results(f"softmax_{d}", {"kind": f"softmax_{d}", **common, "complete": complete,
                                            "results": ordered}, out_dir)
 
+    if prior["forward"] is not None and all(done(t, n) for t in dtypes for n in ns):
+        print("softmax: every row length is already measured here (--resume)", flush=True)
+        return {d: results[d] for d in ("forward", "backward")}
     stopped = False
     for dtype_name in dtypes:
         for n in ns:
@@ -724,6 +730,9 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
                 "timing": f"median of {rep} CUDA-event timings, L2 flushed before each; "
                           "all settings at one row length timed in one process", **meta}
 
+    if prior is not None and all(done(key, n) for _, _, _, key in jobs for n in ns):
+        print("tune: every setting is already measured here (--resume)", flush=True)
+        return prior
     for direction, dtype_name, size, key in jobs:
         for n in ns:
             if done(key, n):

@@ -253,6 +253,9 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
             **meta,
         }
 
+    if prior and all(config in done for config in configurations):
+        print("attention: every configuration is already measured here (--resume)", flush=True)
+        return prior
     for config in configurations:
         if config in done:
             continue

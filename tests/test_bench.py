@@ -246,10 +246,12 @@ def test_writing_leaves_no_partial_file_behind(tmp_path):
     assert bench.load_results("demo", tmp_path)["x"] == 2
 
 
-def test_resume_continues_only_an_unfinished_file_from_the_same_setup(tmp_path):
+def test_resume_continues_or_keeps_a_file_from_the_same_setup_only(tmp_path):
     assert bench.resume_from("run", tmp_path, "demo", HERE) is None          # nothing there
     bench.write_results("run", {"kind": "demo", "complete": True, "provenance": HERE}, tmp_path)
-    assert bench.resume_from("run", tmp_path, "demo", HERE) is None          # finished: start afresh
+    assert bench.resume_from("run", tmp_path, "demo", HERE)["complete"] is True   # finished: kept
+    assert bench.resume_from("run", tmp_path, "demo", dict(HERE, gpu="NVIDIA H100")) is None  # replaced
+    assert bench.resume_from("run", tmp_path, "demo", HERE, {"rep": 20}) is None  # an older format
     bench.write_results("run", {"kind": "demo", "complete": False, "provenance": HERE, "rows": [1]}, tmp_path)
     assert bench.resume_from("run", tmp_path, "demo", dict(HERE, hostname="other"))["rows"] == [1]
     with pytest.raises(ValueError, match="holds 'demo' results, not 'other'"):
@@ -326,6 +328,10 @@ def test_an_attention_run_stopped_by_its_deadline_is_finished_by_a_resumed_one(t
     assert [p["hostname"] for p in stored["parts"]] == ["vm", "vm2"]
     assert set(stored["tuned_configs"]["fwd"]) == {str(i) for i in range(1, 9)}  # both processes' picks
 
+    again = ba.run(tmp_path, resume=True, **shape)      # finished: nothing measured, nothing rewritten
+    assert len(measured) == len(configurations) and again == stored
+    assert bench.load_results("flash_attention", tmp_path) == stored
+
     _fake_gpu(monkeypatch, dict(HERE, triton="3.7.1"))
     bench.write_results("flash_attention", dict(stored, complete=False), tmp_path)
     with pytest.raises(ValueError, match="triton"):
@@ -360,6 +366,8 @@ def test_a_softmax_run_resumes_per_row_length_with_each_row_divided_by_its_own_c
     assert [r["copy_gbs"] for r in stored["results"]["float32"]] == [100.0, 100.0, 200.0]
     assert stored["copy_gbs"] == {"float32": 100.0, "bfloat16": 300.0}  # the first process's per dtype
     assert [p["hostname"] for p in stored["parts"]] == ["vm", "vm2"]
+    bench.bench_softmax(tmp_path, resume=True, **args)
+    assert len(measured) == 6 and bench.load_results("softmax_forward", tmp_path) == stored
 
 
 def test_a_tuning_sweep_resumes_per_row_length_and_suggests_a_table_only_when_complete(tmp_path, monkeypatch):
@@ -390,6 +398,7 @@ def test_a_tuning_sweep_resumes_per_row_length_and_suggests_a_table_only_when_co
                for e in stored["measured"]["forward:float32"]}
     assert forward[(16384, 8, True)] == {str(2**16): 0.5, str(2**20): 0.9}
     assert [p["hostname"] for p in stored["parts"]] == ["vm", "vm2"]
+    assert bench.tune_cooperative(tmp_path, resume=True, **args) == stored and len(calls) == 4
 
 
 def test_a_budget_must_be_positive():
