@@ -54,6 +54,7 @@ __all__ = [
     "write_results",
     "load_results",
     "Deadline",
+    "pending",
     "resume_from",
     "run_parts",
     "results_dir",
@@ -179,6 +180,22 @@ class Deadline:
     def passed(self) -> bool:
         """True once the time is up (never for ``Deadline(None)``)."""
         return self._end is not None and self._clock() >= self._end
+
+
+def pending(units, done: Callable[[Any], bool], deadline: Deadline | None = None):
+    """The units of work (in order) that ``done`` does not count as measured, until
+    ``deadline`` passes: the loop of every sweep that can be cut into pieces.
+
+    >>> list(pending([1, 2, 3, 4], lambda u: u == 2))
+    [1, 3, 4]
+    """
+    deadline = deadline or Deadline(None)
+    for unit in units:
+        if done(unit):
+            continue
+        if deadline.passed():
+            return
+        yield unit
 
 
 def resume_from(name: str, out_dir, kind: str, here: dict[str, Any] | None = None,
@@ -533,7 +550,6 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     from .kernels import fused_softmax as fs
 
     ns = SOFTMAX_NS if ns is None else list(ns)
-    deadline = deadline or Deadline(None)
     here = provenance()
     expect = {"elements": elements, "rep": rep, "with_compile": with_compile}
     prior = {d: resume_from(f"softmax_{d}", out_dir, f"softmax_{d}", here, expect) if resume else None
@@ -564,26 +580,17 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     if prior["forward"] is not None and all(done(t, n) for t in dtypes for n in ns):
         print("softmax: every row length is already measured here (--resume)", flush=True)
         return {d: results[d] for d in ("forward", "backward")}
-    stopped = False
-    for dtype_name in dtypes:
-        for n in ns:
-            if done(dtype_name, n):
-                continue
-            if deadline.passed():
-                stopped = True
-                break
-            if dtype_name not in copy_here:
-                dtype = getattr(torch, dtype_name)
-                itemsize = torch.empty((), dtype=dtype).element_size()
-                copy_here[dtype_name] = _softmax_copy_gbs(elements, dtype, itemsize)
-                copy.setdefault(dtype_name, copy_here[dtype_name])
-                print(f"copy bandwidth {dtype_name}: {copy_here[dtype_name]:.0f} GB/s", flush=True)
-            fwd, bwd = _softmax_rows(fs, n, dtype_name, copy_here[dtype_name], elements, with_compile, rep)
-            results["forward"].setdefault(dtype_name, []).append(fwd)
-            results["backward"].setdefault(dtype_name, []).append(bwd)
-            write(False)
-        if stopped:
-            break
+    for dtype_name, n in pending([(t, n) for t in dtypes for n in ns], lambda unit: done(*unit), deadline):
+        if dtype_name not in copy_here:
+            dtype = getattr(torch, dtype_name)
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            copy_here[dtype_name] = _softmax_copy_gbs(elements, dtype, itemsize)
+            copy.setdefault(dtype_name, copy_here[dtype_name])
+            print(f"copy bandwidth {dtype_name}: {copy_here[dtype_name]:.0f} GB/s", flush=True)
+        fwd, bwd = _softmax_rows(fs, n, dtype_name, copy_here[dtype_name], elements, with_compile, rep)
+        results["forward"].setdefault(dtype_name, []).append(fwd)
+        results["backward"].setdefault(dtype_name, []).append(bwd)
+        write(False)
     complete = all(done(t, n) for t in dtypes for n in ns)
     write(complete)
     if not complete:
@@ -691,7 +698,6 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
     from .kernels import long_rows as lr
 
     ns = TUNE_NS if ns is None else sorted(ns)
-    deadline = deadline or Deadline(None)
     name = "softmax_cooperative_tuning"
     here = provenance()
     prior = resume_from(name, out_dir, name, here, {"elements": elements, "rep": rep, "ns": ns}) if resume else None
@@ -733,22 +739,19 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
     if prior is not None and all(done(key, n) for _, _, _, key in jobs for n in ns):
         print("tune: every setting is already measured here (--resume)", flush=True)
         return prior
-    for direction, dtype_name, size, key in jobs:
-        for n in ns:
-            if done(key, n):
-                continue
-            if deadline.passed():
-                break
-            if dtype_name not in copy_here:
-                dtype = getattr(torch, dtype_name)
-                copy_here[dtype_name] = _softmax_copy_gbs(elements, dtype, torch.empty((), dtype=dtype).element_size())
-                copy.setdefault(dtype_name, copy_here[dtype_name])
-            measured = _tune_at(fs, lr, direction, dtype_name, n, list(fractions[key]), copy_here[dtype_name],
-                                elements, rep)
-            for cfg, frac in measured.items():
-                fractions[key][cfg][n] = frac
-            write_results(name, payload(False), out_dir)
-        if all(done(key, n) for n in ns):
+    units = [(job, n) for job in jobs for n in ns]
+    for (direction, dtype_name, size, key), n in pending(units, lambda unit: done(unit[0][3], unit[1]),
+                                                         deadline):
+        if dtype_name not in copy_here:
+            dtype = getattr(torch, dtype_name)
+            copy_here[dtype_name] = _softmax_copy_gbs(elements, dtype, torch.empty((), dtype=dtype).element_size())
+            copy.setdefault(dtype_name, copy_here[dtype_name])
+        measured = _tune_at(fs, lr, direction, dtype_name, n, list(fractions[key]), copy_here[dtype_name],
+                            elements, rep)
+        for cfg, frac in measured.items():
+            fractions[key][cfg][n] = frac
+        write_results(name, payload(False), out_dir)
+        if n == ns[-1] and all(done(key, m) for m in ns):
             print(f"suggested COOPERATIVE_CONFIGS[({direction!r}, {size})] = "
                   + repr([tuple(e) for e in suggest_table(fractions[key], ns)]), flush=True)
     complete = all(done(key, n) for _, _, _, key in jobs for n in ns)

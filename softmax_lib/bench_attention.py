@@ -212,12 +212,11 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
     """
     import torch
 
-    from .bench import Deadline, resume_from, run_parts
+    from .bench import pending, resume_from, run_parts
     from .kernels.flash import _TUNING, tuned_configs
 
     if not torch.cuda.is_available():
         raise RuntimeError("the attention benchmark needs a CUDA GPU")
-    deadline = deadline or Deadline(None)
     prior = resume_from(name, out_dir, "flash_attention", expect={"tokens": TOKENS, "rep": rep}) if resume else None
     meta = run_parts(prior)
     prior = prior or {}
@@ -256,11 +255,7 @@ def run(out_dir, *, dtypes=DTYPES, head_dims=HEAD_DIMS, lengths=LENGTHS, causals
     if prior and all(config in done for config in configurations):
         print("attention: every configuration is already measured here (--resume)", flush=True)
         return prior
-    for config in configurations:
-        if config in done:
-            continue
-        if deadline.passed():
-            break
+    for config in pending(configurations, done.__contains__, deadline):
         new_rows, new_accuracy, new_profile = _measure_configuration(
             *config, backends, rep, with_profile=config == profiled and profile is None)
         rows.extend(new_rows)
