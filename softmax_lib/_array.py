@@ -203,5 +203,6 @@ def to_output(result, out_dtype):
     if is_torch(result):
         return result if result.dtype == out_dtype else result.to(out_dtype)
     if result.dtype != out_dtype:
-        result = result.astype(out_dtype)
+        with np.errstate(over="ignore"):  # beyond the dtype's range: +-inf is the rounding
+            result = result.astype(out_dtype)
     return numpy_result(result)

@@ -495,6 +495,8 @@ def _gumbel_noise(work, rng):
         )
     if isinstance(rng, (bool, np.bool_)):
         raise TypeError("rng must be None, an int seed or a generator, got bool")
+    if isinstance(rng, numbers.Integral) and rng < 0:
+        raise ValueError(f"rng must be a non-negative int seed (or None, or a generator), got {rng}")
     if is_torch(work):
         import torch
 

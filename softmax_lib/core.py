@@ -301,10 +301,13 @@ def _torch_softmax_fast(x, dim: int, temperature: float):
         return None
     import torch
 
-    scaled = x if temperature == 1.0 else x / temperature
-    if not bool(torch.isfinite(scaled.detach().amax(dim)).all()):
+    m = x.detach().amax(dim, keepdim=True)
+    if not bool(torch.isfinite(m).all()):
         return None
-    return torch.softmax(scaled, dim)
+    # subtract the max before dividing by T, as the NumPy path does: (x - m) / T is
+    # rounded once, where x / T would carry an error that grows with |x| / T
+    shifted = x - m
+    return torch.softmax(shifted if temperature == 1.0 else shifted / temperature, dim)
 
 
 def _numpy_shifted(x: np.ndarray, axes, temperature: float):

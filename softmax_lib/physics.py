@@ -77,12 +77,26 @@ def _sum(x, axis, keepdims=False):
 
 def _weighted(p, values):
     """``p * values`` with ``0 * inf = 0``: states of probability 0 contribute nothing."""
-    if is_torch(p):
+    if is_torch(p):  # (a NaN probability is not 0: it gives NaN, as it should)
         import torch
 
         zero = torch.zeros_like(p)
-        return torch.where(p > 0, p * torch.where(p > 0, values, zero), zero)
-    return np.where(p > 0, p * np.where(p > 0, values, 0.0), 0.0)
+        return torch.where(p == 0, zero, p * torch.where(p == 0, zero, values))
+    return np.where(p == 0, 0.0, p * np.where(p == 0, 0.0, values))
+
+
+def _ground_state(work, axis):
+    """The lowest finite energy of each slice (kept dims), 0 where there is none: the
+    shift that keeps ``(E - E_min) / T`` from overflowing when ``T`` is tiny."""
+    if is_torch(work):
+        import torch
+
+        if work.numel() == 0:
+            return torch.zeros((), dtype=work.dtype, device=work.device)
+        low = work.amin(axis, keepdim=True)
+        return torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+    low = np.min(work, axis=axis, keepdims=True, initial=np.inf)
+    return np.where(np.isfinite(low), low, 0.0).astype(work.dtype)
 
 
 def boltzmann(energies, temperature=1.0, axis=-1):
@@ -106,7 +120,8 @@ def log_partition_function(energies, temperature=1.0, axis=-1):
     of ``-1e4`` at ``T = 1``: :math:`Z = e^{10^4}`, :math:`\log Z \approx 10^4`).
     """
     work, out_dtype, axis, temperature = _energies(energies, temperature, axis)
-    return to_output(logsumexp(-work / temperature, axis=axis), out_dtype)
+    with np.errstate(over="ignore"):  # -E/T beyond the range: log Z is then +-inf too
+        return to_output(logsumexp(-work / temperature, axis=axis), out_dtype)
 
 
 def free_energy(energies, temperature=1.0, axis=-1):
@@ -116,7 +131,14 @@ def free_energy(energies, temperature=1.0, axis=-1):
     for :math:`K` states; it tends to the ground-state energy as ``T -> 0``.
     """
     work, out_dtype, axis, temperature = _energies(energies, temperature, axis)
-    return to_output(-temperature * logsumexp(-work / temperature, axis=axis), out_dtype)
+    # F = E_min - T log sum exp(-(E - E_min)/T): finite whenever F is, even where
+    # log Z = -E/T itself overflows (T = 1e-310)
+    ground = _ground_state(work, axis)
+    with np.errstate(over="ignore"):
+        lse = logsumexp(-(work - ground) / temperature, axis=axis)
+    if ground.ndim:
+        ground = ground.reshape(lse.shape)  # drop the kept dims
+    return to_output(ground - temperature * lse, out_dtype)
 
 
 def mean_energy(energies, temperature=1.0, axis=-1):
@@ -137,9 +159,8 @@ def heat_capacity(energies, temperature=1.0, axis=-1):
     work, out_dtype, axis, temperature = _energies(energies, temperature, axis)
     p = softmax(-work, axis=axis, temperature=temperature)
     u = _sum(_weighted(p, work), axis, keepdims=True)
-    centred = work - u
-    variance = _sum(_weighted(p, centred * centred), axis)
-    return to_output(variance / temperature**2, out_dtype)
+    centred = (work - u) / temperature  # in units of T: T**2 is never formed
+    return to_output(_sum(_weighted(p, centred * centred), axis), out_dtype)
 
 
 def entropy(p, axis=-1):
@@ -158,15 +179,15 @@ def entropy(p, axis=-1):
         axis = check_torch_dim(axis, work.ndim)
         if bool((work < 0).any()):
             raise ValueError("p must be non-negative (a probability vector), got a negative entry")
-        positive = work > 0
-        safe = torch.where(positive, work, torch.ones_like(work))
-        terms = torch.where(positive, work * torch.log(safe), torch.zeros_like(work))
+        nonzero = work != 0  # 0 log 0 = 0; a NaN entry makes the entropy NaN
+        safe = torch.where(nonzero, work, torch.ones_like(work))
+        terms = torch.where(nonzero, work * torch.log(safe), torch.zeros_like(work))
         return to_output(-terms.sum(axis), out_dtype)
     axis = normalize_numpy_axis(axis, work.ndim)
     if np.any(work < 0):
         raise ValueError("p must be non-negative (a probability vector), got a negative entry")
-    positive = work > 0
-    terms = np.where(positive, work * np.log(np.where(positive, work, 1.0)), 0.0)
+    nonzero = work != 0
+    terms = np.where(nonzero, work * np.log(np.where(nonzero, work, 1.0)), 0.0)
     return to_output(-np.sum(terms, axis=axis), out_dtype)
 
 

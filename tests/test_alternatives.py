@@ -194,6 +194,10 @@ def test_bad_arguments_raise_clear_errors():
         gumbel_softmax([1.0, 2.0], temperature=0.0)
     with pytest.raises(TypeError, match="rng"):
         gumbel_softmax([1.0, 2.0], rng="seed")
+    with pytest.raises(ValueError, match="rng"):
+        gumbel_softmax([1.0, 2.0], rng=-1)
+    with pytest.raises(ValueError, match="rng"):
+        gumbel_softmax(torch.tensor([1.0, 2.0]), rng=-3)
 
 
 # ---------------------------------------------------------------------------- Gumbel

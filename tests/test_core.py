@@ -523,3 +523,31 @@ def test_softmax_is_the_gradient_of_logsumexp(x):
     t = torch.tensor(x, requires_grad=True)
     logsumexp(t).backward()
     np.testing.assert_allclose(t.grad.numpy(), scipy.special.softmax(x), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype, offset", [(torch.float64, 1e6), (torch.float64, 50.0), (torch.float32, 1e4)])
+def test_torch_temperature_error_grows_with_distance_from_the_max_not_with_size(dtype, offset):
+    # (x - max) / T, not x / T - max(x / T): the latter carries an error of |x| / T ulp
+    rng = np.random.default_rng(11)
+    x = offset + rng.uniform(-2, 2, size=(4, 6))
+    x = torch.tensor(x, dtype=dtype).to(torch.float64).numpy()  # the values the tensor holds
+    t = 0.3
+    got = softmax(torch.tensor(x, dtype=dtype), temperature=t).double().numpy()
+    eps = float(torch.finfo(dtype).eps)
+    with mpmath.workdps(60):
+        for row, p in zip(x, got):
+            m = max(row)
+            e = [mpmath.exp((mpmath.mpf(v) - mpmath.mpf(m)) / t) for v in row]
+            z = mpmath.fsum(e)
+            for v, ei, pi in zip(row, e, p):
+                exact = ei / z
+                bound = 8 * eps * (1 + abs(v - m) / t)  # a few ulp plus the conditioning
+                assert abs(pi - float(exact)) <= bound * float(exact), (v, pi, float(exact))
+
+
+def test_float16_log_probabilities_beyond_the_range_round_to_minus_inf_silently():
+    x = np.array([6e4, -6e4], dtype=np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = log_softmax(x)
+    assert out.dtype == np.float16 and out[0] == 0 and np.isneginf(out[1])  # -1.2e5 < -65504

@@ -314,3 +314,19 @@ def test_autotuner_sees_exactly_the_candidates_of_its_head_dim(kernel, head_dim)
     wanted = sorted(tuple(cfg) + (0,) * (5 - len(cfg)) for cfg in flash._TUNING[kernel][head_dim])
     assert seen == wanted
     assert len({str(c) for c in configs}) == len(configs)  # no candidate is tried twice
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_input_gives_nan_rows_without_warnings(device):
+    # a NaN in one query spoils that query's row only, as in torch's SDPA, and the
+    # interpreter's NumPy evaluation of masked lanes must not leak warnings
+    import warnings
+
+    q, k, v = make_qkv((1, 1, 9, 16), device)
+    q[0, 0, 3, 5] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = flash_attention(q, k, v)
+    ref = F.scaled_dot_product_attention(q.double().cpu(), k.double().cpu(), v.double().cpu())
+    nan_rows = torch.isnan(out.cpu()).any(-1)[0, 0]
+    assert nan_rows.tolist() == torch.isnan(ref).any(-1)[0, 0].tolist() == [i == 3 for i in range(9)]

@@ -368,7 +368,7 @@ def test_cooperative_kernels_visit_every_row_once_with_and_without_prefetch(pref
     part_m, part_d = (torch.empty(m, 1, device=DEVICE) for _ in range(2))
     count = torch.zeros(m, dtype=torch.int32, device=DEVICE)
     meta = dict(SEGMENTS=1, BLOCK_N=64, BLOCK_S=1, ALIGN=1, PREFETCH=prefetch)
-    with fs._launch_context():
+    with kernels.launch_context():
         lr._forward_cooperative[(programs,)](x, y, part_m, part_d, count, m, n, n, n, **meta)
     ref = torch.softmax(x.double(), -1).nan_to_num(0.0)
     torch.testing.assert_close(y.double(), ref, atol=TOL[torch.float32], rtol=TOL[torch.float32])
@@ -378,7 +378,7 @@ def test_cooperative_kernels_visit_every_row_once_with_and_without_prefetch(pref
     dx = torch.full_like(x, float("nan"))
     part_s = torch.empty(m, 1, device=DEVICE)
     count.zero_()
-    with fs._launch_context():
+    with kernels.launch_context():
         lr._backward_cooperative[(programs,)](p, dy, dx, part_s, count, m, n, n, n, n, **meta)
     dx_ref = p.double() * (dy.double() - (p.double() * dy.double()).sum(-1, keepdim=True))
     torch.testing.assert_close(dx.double(), dx_ref, atol=TOL[torch.float32], rtol=TOL[torch.float32])
@@ -423,3 +423,12 @@ def test_cooperative_table_is_looked_up_by_the_first_entry_that_holds_the_row():
         lr.COOPERATIVE_CONFIGS.update(saved)
     for table in lr.COOPERATIVE_CONFIGS.values():
         assert [e[0] for e in table] == sorted({e[0] for e in table})  # ascending, no repeats
+
+
+@pytest.mark.parametrize("shape", [(2, 0), (0, 5), (3, 0, 4), (2, 3, 0)])
+def test_empty_tensors_give_empty_results_as_torch(shape):
+    x = torch.zeros(shape, requires_grad=True)
+    y = kernels.softmax(x)
+    assert y.shape == torch.softmax(x, -1).shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape

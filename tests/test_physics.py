@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import mpmath
 import numpy as np
@@ -248,3 +249,72 @@ def test_gumbel_max_torch_generator_frequencies_and_reproducibility():
     counts = torch.bincount(a, minlength=3).numpy()
     probs = torch.softmax(logits.double(), 0).numpy()
     assert scipy.stats.chisquare(counts, 30_000 * probs).pvalue > 1e-3
+
+
+# --------------------------------------------------------------------------------------
+# Scales far from 1 and NaN input (review of 2026-11-23)
+# --------------------------------------------------------------------------------------
+
+
+def _schottky_exact(gap_over_t):
+    """C of a two-level system, (D/T)^2 e^{-D/T} / (1 + e^{-D/T})^2, in mpmath."""
+    x = mpmath.mpf(gap_over_t)
+    return float(x**2 * mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-23, 1.0, 1e20, 1e160, 1e200])
+def test_heat_capacity_depends_only_on_energy_over_temperature(scale):
+    # C(sE, sT) = C(E, T): the variance of E must not be formed in units of E^2
+    expected = _schottky_exact(1.0)
+    got = heat_capacity(np.array([0.0, 1.0]) * scale, scale)
+    assert math.isclose(got, expected, rel_tol=1e-14)
+    got_t = heat_capacity(torch.tensor([0.0, 1.0], dtype=torch.float64) * scale, scale)
+    assert math.isclose(float(got_t), expected, rel_tol=1e-14)
+
+
+def test_heat_capacity_float32_at_si_scale():
+    energies = np.array([0.0, 1.0], dtype=np.float32) * np.float32(1e-21)  # joules
+    got = heat_capacity(energies, 1e-21)
+    assert got.dtype == np.float32 and math.isclose(float(got), _schottky_exact(1.0), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("energies, temperature, exact", [
+    ([1.0, 2.0], 1e-310, 1.0),  # -E/T overflows; F is the ground state
+    ([1e10, 2e10], 1e-300, 1e10),
+    ([-1e10, 0.0], 1e-300, -1e10),
+    ([1.5e308, 1.6e308], 0.5, 1.5e308),
+])
+def test_free_energy_is_finite_where_log_z_overflows(energies, temperature, exact):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert free_energy(energies, temperature) == exact
+        got = free_energy(torch.tensor(energies, dtype=torch.float64), temperature)
+    assert float(got) == exact
+
+
+def test_free_energy_matches_mpmath_with_axes():
+    e = np.random.default_rng(3).normal(size=(3, 4, 5)) * 50
+    t = 0.7
+
+    def exact(rows):  # -T log sum exp(-E/T) of each row, in 40 digits
+        with mpmath.workdps(40):
+            return np.array([float(-t * mpmath.log(mpmath.fsum(mpmath.exp(-mpmath.mpf(v) / t) for v in row)))
+                             for row in rows])
+
+    cases = {-1: e, 0: np.moveaxis(e, 0, -1), (0, 2): np.moveaxis(e, [0, 2], [-2, -1]), None: e}
+    for axis, moved in cases.items():
+        got = np.asarray(free_energy(e, t, axis=axis))
+        rows = moved.reshape(-1, 60 if axis is None else moved.shape[-1] * (3 if axis == (0, 2) else 1))
+        assert np.allclose(got.reshape(-1), exact(rows), rtol=1e-13, atol=0), axis
+
+
+def test_nan_energies_and_probabilities_give_nan():
+    # a NaN is not a state of probability 0: it must not vanish from the sums
+    assert np.isnan(mean_energy([np.nan, 0.0])) and np.isnan(heat_capacity([np.nan, 0.0]))
+    assert np.isnan(entropy([np.nan, 0.5, 0.5]))
+    assert np.isnan(scipy.stats.entropy([np.nan, 0.5, 0.5]))  # the oracle agrees
+    nan = float("nan")
+    assert torch.isnan(mean_energy(torch.tensor([nan, 0.0])))
+    assert torch.isnan(entropy(torch.tensor([nan, 0.5, 0.5])))
+    # while states of probability 0 (forbidden, E = +inf) still contribute nothing
+    assert mean_energy([np.inf, 0.0]) == 0.0 and entropy([0.0, 1.0]) == 0.0

@@ -43,13 +43,25 @@ def check_runnable() -> None:
                            "can be compiled and inspected (softmax_lib.kernels.compiled) but not run here")
 
 
+def launch_context():
+    """Context for a kernel launch.  The interpreter evaluates both sides of every
+    ``tl.where`` with NumPy, so IEEE results a GPU produces silently (``-inf - -inf`` in a
+    masked lane, ``1/0`` in a discarded branch, NaN inputs) would raise NumPy warnings;
+    they are expected, and silenced there.  On a GPU it does nothing."""
+    import contextlib
+
+    import numpy as np
+
+    return np.errstate(all="ignore") if INTERPRETED else contextlib.nullcontext()
+
+
 _EXPORTS = {
     "softmax": ".fused_softmax",
     "flash_attention": ".flash",
     "compiled": ".compiled",
 }
 
-__all__ = ["INTERPRETED", "COMPILE_ONLY", "check_runnable", *_EXPORTS]
+__all__ = ["INTERPRETED", "COMPILE_ONLY", "check_runnable", "launch_context", *_EXPORTS]
 
 
 def __getattr__(name: str):

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from .._array import check_positive_int
-from . import INTERPRETED, check_runnable
+from . import INTERPRETED, check_runnable, launch_context
 from ._common import row_max, row_sum
 
 __all__ = ["flash_attention", "flash_attention_forward", "causal_block_counts", "kernel_source",
@@ -466,7 +466,8 @@ def tuned_configs():
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, causal, scale):
-        o, lse = _launch_fwd(q, k, v, causal, scale)
+        with launch_context():
+            o, lse = _launch_fwd(q, k, v, causal, scale)
         ctx.save_for_backward(q, k, v, o, lse)   # O(L d) saved, never O(L^2)
         ctx.causal, ctx.scale = causal, scale
         return o
@@ -474,7 +475,8 @@ class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _launch_bwd(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale)
+        with launch_context():
+            dq, dk, dv = _launch_bwd(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale)
         return dq, dk, dv, None, None
 
 

@@ -26,14 +26,14 @@ References: Milakov and Gimelshein (2018) for the online normaliser; Tillet et a
 from __future__ import annotations
 
 import contextlib
+import math
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 from .._array import check_positive_int
-from . import INTERPRETED, check_runnable
+from . import INTERPRETED, check_runnable, launch_context
 from ._common import (aligned, alignment, exp_rows, peel_width, reciprocal, row_max, row_shift, row_sum,
                       row_window, window_rows)
 from .long_rows import backward_long, cooperative_config, forward_long
@@ -234,17 +234,10 @@ def _check_block_size(block_size):
 
 def _as_rows(t: torch.Tensor) -> torch.Tensor:
     """View as (M, N) with unit stride along rows, copying only when it must."""
-    rows = t.reshape(-1, t.shape[-1])
+    rows = t.reshape(math.prod(t.shape[:-1]), t.shape[-1])  # (not -1: rows of length 0)
     if rows.stride(-1) != 1 or (rows.shape[0] > 1 and rows.stride(0) < rows.shape[1]):
         rows = rows.contiguous()
     return rows
-
-
-def _launch_context():
-    """The interpreter evaluates both sides of every ``tl.where`` with NumPy, so IEEE
-    results a GPU produces silently (``-inf - -inf`` in a masked lane, ``1/0`` in a
-    discarded branch) would raise NumPy warnings; they are expected, and silenced."""
-    return np.errstate(all="ignore") if INTERPRETED else contextlib.nullcontext()
 
 
 #: Read rows that start inside 16-byte vectors through aligned windows (the ``_peeled``
@@ -348,10 +341,13 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, block_size: int | Non
     return dx2.reshape(y.shape)
 
 
+_launch_context = launch_context  # TEMPORARY alias until chapter 9 is updated
+
+
 class _FusedSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, block_size, method):
-        with _launch_context():
+        with launch_context():
             y = softmax_forward(x, block_size=block_size, method=method)
         ctx.save_for_backward(y)
         ctx.block_size, ctx.method = block_size, method
@@ -360,7 +356,7 @@ class _FusedSoftmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        with _launch_context():
+        with launch_context():
             dx = softmax_backward(y, dy, block_size=ctx.block_size, method=ctx.method)
         return dx, None, None
 
