@@ -560,12 +560,19 @@ def online_softmax(x, axis=-1, *, block_size=1024):
     """
     work, out_dtype = as_float_array(x)
     block_size = check_positive_int(block_size, "block_size")
+    if work.ndim == 0:  # one entry: nothing to stream
+        return softmax(x, axis=axis)
     if is_torch(work):
         axis = check_torch_dim(axis, work.ndim)
-    elif isinstance(axis, tuple) or axis is None:
-        raise TypeError("online_softmax streams along one axis: axis must be an int")
     else:
-        (axis,) = normalize_numpy_axis(axis, work.ndim)
+        axes = normalize_numpy_axis(axis, work.ndim)
+        if len(axes) != 1:  # several axes (or None): stream over them as one flattened axis
+            k = len(axes)
+            moved = np.moveaxis(work, axes, range(-k, 0))
+            flat = moved.reshape(moved.shape[:-k] + (math.prod(moved.shape[-k:]),))
+            p = np.asarray(online_softmax(flat, axis=-1, block_size=block_size)).reshape(moved.shape)
+            return to_output(np.moveaxis(p, range(-k, 0), axes), out_dtype)
+        (axis,) = axes
     # NaN and +inf follow the core rules: let softmax handle such inputs exactly.
     special = (work != work) | (work == math.inf)
     if bool(special.any()):

@@ -127,7 +127,13 @@ def fit_temperature(logits, labels) -> float:
         p = softmax(z, temperature=math.exp(-log_beta))  # (N, K)
         return float(np.mean(np.sum(p * z, axis=-1) - true_logit))
 
-    lo, hi = math.log(_BETA_MIN), math.log(_BETA_MAX)
+    spread = float(np.max(z.max(axis=-1) - z.min(axis=-1))) if z.size else 0.0
+    if spread == 0.0:
+        raise ValueError("logits: every row is constant, so the NLL (log K) does not depend on T "
+                         "and no temperature minimises it")
+    # T(c z) = c T(z): search beta = 1/T relative to the logits' own scale
+    scale = math.log(min(max(spread, 1e-290), 1e290))
+    lo, hi = math.log(_BETA_MIN) - scale, math.log(_BETA_MAX) - scale
     if slope(hi) <= 0:
         raise ValueError(
             "logits/labels: the NLL keeps decreasing as T -> 0 (every example is classified "

@@ -551,3 +551,18 @@ def test_float16_log_probabilities_beyond_the_range_round_to_minus_inf_silently(
         warnings.simplefilter("error")
         out = log_softmax(x)
     assert out.dtype == np.float16 and out[0] == 0 and np.isneginf(out[1])  # -1.2e5 < -65504
+
+
+@pytest.mark.parametrize("axis", [None, (0, 2), (2, 0), (1,), -1])
+def test_online_softmax_takes_the_same_axes_as_softmax(axis):
+    x = np.random.default_rng(2).normal(size=(3, 4, 5)) * 4
+    x[1, 2, 3] = -np.inf
+    got = online_softmax(x, axis=axis, block_size=3)
+    assert got.shape == x.shape
+    assert np.allclose(got, scipy.special.softmax(x, axis=axis), rtol=1e-13, atol=0)
+
+
+def test_online_softmax_of_a_scalar_is_a_scalar_as_softmax():
+    assert online_softmax(3.0, axis=None) == softmax(3.0, axis=None) == 1.0
+    t = torch.tensor(3.0)
+    assert online_softmax(t).shape == softmax(t).shape == ()

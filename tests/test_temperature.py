@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,18 @@ def test_bandit_is_reproducible_from_its_seed_and_learns_at_moderate_temperature
     b = tm.boltzmann_bandit(means, 0.2, n_steps=300, n_runs=200, rng=4)
     np.testing.assert_array_equal(a, b)
     assert a[-50:].mean() < 0.5 * a[:10].mean()
+
+
+@pytest.mark.parametrize("c", [1e-12, 1e-9, 1e9, 1e12])
+def test_fit_temperature_is_scale_equivariant_far_from_unit_logits(c):
+    # T(c z) = c T(z): the search must follow the logits' scale
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(300, 5)) * 3
+    y = np.where(rng.random(300) < 0.7, z.argmax(-1), rng.integers(0, 5, 300))
+    t0 = tm.fit_temperature(z, y)
+    assert math.isclose(tm.fit_temperature(z * c, y), c * t0, rel_tol=1e-9)
+
+
+def test_fit_temperature_on_constant_rows_says_so():
+    with pytest.raises(ValueError, match="constant"):
+        tm.fit_temperature(np.zeros((3, 2)), [0, 1, 0])
