@@ -5,7 +5,8 @@
 #   make execute    re-run every notebook in place (commit the outputs)
 #   make serve      serve _build/html on http://localhost:8000
 #   make bench-gpu  measure the Triton kernels on a GPU into chapters/results/
-#                   (uses the Python that already has torch+triton; installs nothing;
+#                   (runs $(PYTHON), default python3, which must already have torch
+#                   with CUDA and triton; installs nothing;
 #                   BENCH_ARGS="--budget-s 480 --resume" runs it in pieces)
 #   make tune-gpu   time the long-row (cooperative) kernel's settings on a GPU into
 #                   chapters/results/softmax_cooperative_tuning.json (then edit the table)
