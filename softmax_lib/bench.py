@@ -60,6 +60,7 @@ __all__ = [
     "results_dir",
     "softmax_bytes",
     "bench_softmax",
+    "softmax_targets",
     "suggest_table",
     "tune_cooperative",
     "main",
@@ -281,7 +282,7 @@ def load_results(name: str, results: pathlib.Path | str | None = None) -> dict[s
 # Timing
 # --------------------------------------------------------------------------------------
 
-_L2_FLUSH_BYTES = 256 * 2**20  # several times the H200's 60 MB L2
+_L2_FLUSH_BYTES = 256 * 2**20  # about five times the H200's 50 MB L2
 _flush_buffer = None
 
 
@@ -596,6 +597,76 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     if not complete:
         print("softmax: stopped before the end (--budget-s); run again with --resume", flush=True)
     return {d: results[d] for d in ("forward", "backward")}
+
+
+#: The softmax targets of the book's design (``DESIGN.md``, "Performance targets"):
+#: (words, direction, measure, threshold, shortest N, longest N or None).
+_SOFTMAX_TARGETS = (
+    ("forward >= 0.90 of copy, N 1,024 to 65,536", "forward", "copy", 0.90, 1024, 65536),
+    ("forward >= torch.softmax, N 256 to 2^20", "forward", "torch", 1.0, 256, 2**20),
+    ("forward >= 0.80 of copy, N >= 2^18", "forward", "copy", 0.80, 2**18, None),
+    ("backward >= 0.85 of copy, every N", "backward", "copy", 0.85, 0, None),
+)
+
+
+def _target_value(row: dict, measure: str) -> float | None:
+    """A row's fraction of copy (``"copy"``) or speed over torch.softmax (``"torch"``);
+    None when a timing it needs failed."""
+    ours, torch_ = row.get("triton"), row.get("torch")
+    if not isinstance(ours, dict):
+        return None
+    if measure == "copy":
+        return ours["fraction_of_copy"]
+    return torch_["ms"] / ours["ms"] if isinstance(torch_, dict) else None
+
+
+def softmax_targets(forward: dict[str, Any], backward: dict[str, Any]) -> list[dict[str, Any]]:
+    """Which of the book's softmax performance targets a run meets, and by how much.
+
+    The targets were set before the kernels were written, in the book's design
+    (``DESIGN.md`` of its repository, section "Performance targets"), for an H200 and
+    as ratios measured in one run:
+
+    1. forward, every N from 1,024 to 65,536: at least 0.90 of the copy bandwidth;
+    2. forward, every N from 256 to 2**20: at least as fast as ``torch.softmax``
+       (its time over ours at least 1);
+    3. forward, rows of 2**18 entries and longer: at least 0.80 of the copy bandwidth;
+    4. backward, every N: at least 0.85 of the copy bandwidth.
+
+    Each target is checked at every row length in its range that the run measured, in
+    every dtype it stored (float32 and bfloat16 for ``make bench-gpu``), always for the
+    ``triton`` entries (what the launcher runs).  ``forward`` and ``backward`` are the
+    payloads of ``load_results("softmax_forward")`` and ``("softmax_backward")``; for
+    the return value of :func:`bench_softmax` pass ``{"results": out["forward"]}`` and
+    ``{"results": out["backward"]}``.
+
+    Returns one dict per target, in the order above, the rows of a "target / measured /
+    met?" table (Chapter 8 prints it): ``target`` (in words), ``threshold``,
+    ``checked`` (how many (dtype, N) points lie in its range), ``missed`` (the points
+    below the threshold, as ``(dtype, n)`` in the payload's order; a point whose timing
+    failed counts as missed), ``worst`` and ``worst_at`` (the lowest measured value and
+    its ``(dtype, n)``; None when nothing in range was measured) and ``met`` (True when
+    no point misses, False when one does, None when no point lies in the range:
+    nothing to judge).
+    """
+    payloads = {"forward": forward, "backward": backward}
+    out = []
+    for words, direction, measure, threshold, shortest, longest in _SOFTMAX_TARGETS:
+        checked, missed, worst, worst_at = 0, [], None, None
+        for dtype, rows in payloads[direction]["results"].items():
+            for row in rows:
+                n = row["n"]
+                if n < shortest or (longest is not None and n > longest):
+                    continue
+                checked += 1
+                value = _target_value(row, measure)
+                if value is None or value < threshold:
+                    missed.append((dtype, n))
+                if value is not None and (worst is None or value < worst):
+                    worst, worst_at = value, (dtype, n)
+        out.append({"target": words, "threshold": threshold, "checked": checked, "missed": missed,
+                    "worst": worst, "worst_at": worst_at, "met": not missed if checked else None})
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 
 from .bench import provenance, time_ms, write_results  # noqa: F401 - provenance via write_results
 
-__all__ = ["TOKENS", "HEADS", "attention_flops", "run"]
+__all__ = ["TOKENS", "HEADS", "attention_flops", "launch_split_table", "run"]
 
 #: Tokens per configuration (``B * H * L``): 16k tokens times 16 heads.
 TOKENS = 16384 * 16
@@ -71,6 +71,42 @@ def attention_flops(batch, heads, L, d, *, causal=False, backward=False) -> floa
     if causal:
         fwd /= 2
     return fwd * (3.5 if backward else 1.0)
+
+
+#: Columns of :func:`launch_split_table`.
+LAUNCH_SPLIT_COLUMNS = ("impl", "d", "mask", "fwd ms", "graph ms", "host µs", "fwd+bwd ms",
+                        "graph ms", "host µs")
+
+
+def launch_split_table(results, *, dtype="bfloat16", L=1024, impls=("ours", "flash", "cudnn"),
+                       labels=None) -> tuple[list[tuple], tuple[str, ...]]:
+    """Event time, graph time and host time per call at one dtype and length (Chapter 10).
+
+    ``results`` are the rows of a stored :func:`run`.  For each implementation of
+    ``impls``, head dim and mask (full, then causal) that was measured with the graph
+    timings, one row: ``(impl, d, mask, fwd_ms, fwd_graph_ms, host_fwd_us, fwd_bwd_ms,
+    fwd_bwd_graph_ms, host_fwd_bwd_us)``, host times rounded to whole microseconds.
+    ``labels`` maps an impl to the name shown in the first column.  Rows skipped by a
+    backend, or measured before the graph timings existed, are left out, so a run that
+    predates them gives no rows.  Returns ``(rows, columns)`` for
+    :func:`softmax_lib.notebook.table`.
+    """
+    labels = labels or {}
+    rows = []
+    for impl in impls:
+        for head_dim in sorted({r["head_dim"] for r in results}):
+            for causal in (False, True):
+                for r in results:
+                    if (r["impl"], r["dtype"], r["head_dim"], r["causal"], r["L"]) != (
+                            impl, dtype, head_dim, causal, L):
+                        continue
+                    if r.get("skipped") is not None or r.get("fwd_graph_ms") is None:
+                        continue
+                    rows.append((labels.get(impl, impl), head_dim, "causal" if causal else "full",
+                                 r["fwd_ms"], r["fwd_graph_ms"], round(r["host_fwd_us"]),
+                                 r["fwd_bwd_ms"], r["fwd_bwd_graph_ms"],
+                                 round(r["host_fwd_bwd_us"])))
+    return rows, LAUNCH_SPLIT_COLUMNS
 
 
 def _rel_err(a, b) -> float:

@@ -17,6 +17,7 @@ __all__ = [
     "draw_simplex",
     "label_bars",
     "animation_html",
+    "cooperative_tuning",
 ]
 
 #: A colour-blind-safe palette (Okabe and Ito, 2008), in the order the book uses it.
@@ -133,3 +134,43 @@ def animation_html(animation):
     html = animation.to_jshtml()
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*"\s*/?>', "", html)
     return HTML(html)
+
+
+def _best_fractions(settings, prefetch: bool) -> dict[int, float]:
+    """Per row length, the best fraction of copy bandwidth among ``settings`` (entries of
+    a tuning file's ``measured`` list) with this ``prefetch``; failed runs (None) skipped."""
+    best: dict[int, float] = {}
+    for setting in settings:
+        if bool(setting["prefetch"]) != prefetch:
+            continue
+        for n, fraction in setting["fraction_of_copy"].items():
+            if fraction is not None:
+                best[int(n)] = max(best.get(int(n), 0.0), fraction)
+    return dict(sorted(best.items()))
+
+
+def cooperative_tuning(tuning, keys=("forward:float32", "forward:bfloat16", "backward:float32",
+                                     "backward:bfloat16")):
+    """Chapter 9's tuning figure from ``softmax_cooperative_tuning.json``
+    (``make tune-gpu``): one panel per ``"pass:dtype"`` key, the best fraction of the copy
+    bandwidth at each row length among the settings with prefetch and among those
+    without.  Keys the file does not hold are left out.  Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    keys = [key for key in keys if key in tuning["measured"]]
+    if not keys:
+        raise ValueError("the tuning file holds none of the keys asked for")
+    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for prefetch, color, style in ((False, PALETTE[1], "s--"), (True, PALETTE[0], "o-")):
+            best = _best_fractions(tuning["measured"][key], prefetch)
+            ax.plot(list(best), list(best.values()), style, color=color, ms=4,
+                    label="best with prefetch" if prefetch else "best without")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="row length N", title=key.replace(":", ", "), ylim=(0, 1.05))
+    axes[0, 0].set_ylabel("fraction of copy bandwidth")
+    axes[0, 0].legend(fontsize=8, loc="lower left")
+    gpu = tuning.get("provenance", {}).get("gpu", "a GPU")
+    fig.suptitle(f"Cooperative kernel settings on {gpu}")
+    return fig

@@ -341,9 +341,6 @@ def softmax_backward(y: torch.Tensor, dy: torch.Tensor, *, block_size: int | Non
     return dx2.reshape(y.shape)
 
 
-_launch_context = launch_context  # TEMPORARY alias until chapter 9 is updated
-
-
 class _FusedSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, block_size, method):
