@@ -103,6 +103,15 @@ def _where(cond, a, b):
     return np.where(cond, a, b)
 
 
+def _namespace(a):
+    """``torch`` for a tensor, ``numpy`` otherwise (for the elementwise functions)."""
+    if is_torch(a):
+        import torch
+
+        return torch
+    return np
+
+
 def _take_last(a, index):
     """``a[..., index]`` for a per-slice integer index of shape ``(..., 1)``."""
     if is_torch(a):
@@ -215,25 +224,39 @@ def _entmax15_forward(x):
 
 
 def _entmax_bisect_forward(x, alpha: float, n_iter: int):
-    r"""alpha-entmax along the last axis: bisection on ``tau`` in ``p = [(alpha-1) z - tau]_+^{1/(alpha-1)}``."""
+    r"""alpha-entmax along the last axis: bisection on the threshold of ``p = [(alpha-1) z - tau]_+^{1/(alpha-1)}``.
+
+    With ``tau = delta - 1`` the base is ``1 + u``, ``u = (alpha - 1) z - delta``, and
+    ``p = exp(log1p(u) / (alpha - 1))``.  Bisecting on ``delta`` (not ``tau``, which sits
+    next to -1) keeps ``u`` free of the cancellation against 1 that a large power
+    ``1/(alpha - 1)`` would amplify as alpha approaches 1; small powers use
+    ``(1 + u) ** power`` directly, which is as accurate there and faster.
+    """
     z, active, special = _shifted(x)
-    z = (alpha - 1) * z  # max over active entries is 0
-    power = 1.0 / (alpha - 1)
-    # f(tau) = sum p(tau) - 1 decreases in tau; f(-1) >= 0 (the top entry alone gives 1)
-    # and f(-n^(1 - alpha)) <= 0 with n finite entries (each is then at most 1/n).
-    # Counting only finite entries makes -inf entries change nothing (truncation).
+    xp = _namespace(z)
+    eps = alpha - 1
+    z = eps * z  # max over active entries is 0
+    # f(delta) = sum p(delta) - 1 decreases in delta; f(0) >= 0 (the top entry alone
+    # gives 1) and f(1 - n^(1 - alpha)) <= 0 with n finite entries (each is then at most
+    # 1/n).  Counting only finite entries makes -inf entries change nothing (truncation).
     if active is None:
         n = x.shape[-1] + 0 * _sum(z[..., :1])
     else:
         n = _sum(_as_dtype(active, z))
         n = _where(n > 0, n, 1 + 0 * n)
-    lo = -1.0 + 0 * n
-    hi = -(n ** (1 - alpha))
+    lo = 0 * n
+    hi = -xp.expm1(-eps * xp.log(n))
 
-    def mass(tau):
-        p = _masked(active, z - tau)
-        p = p.clamp_min(0) if is_torch(p) else np.maximum(p, 0)
-        return p**power
+    power = 1.0 / eps
+
+    def mass(delta):
+        u = z - delta
+        inside = u > -1 if active is None else (u > -1) & active
+        if power <= 16:  # forming 1 + u costs at most 16 rounding errors: the plain power
+            base = _where(inside, 1 + u, _zeros_like(u))
+            return base**power  # (a Python exponent: torch squares when alpha = 1.5)
+        safe = _where(inside, u, _zeros_like(u))  # log1p(-1) would warn
+        return _where(inside, xp.exp(xp.log1p(safe) * power), _zeros_like(u))
 
     for _ in range(n_iter):
         mid = (lo + hi) / 2
@@ -443,7 +466,9 @@ def entmax_bisect(x, alpha=1.5, axis=-1, *, n_iter=50):
     :math:`\tau`, and after shifting :math:`\max_i x_i` to 0 the root lies in
     :math:`[-1, -n^{1-\alpha}]` for :math:`n` finite entries; ``n_iter`` halvings of
     that interval are followed by one renormalisation.  :math:`\alpha \to 1^+` approaches softmax (the
-    :math:`q`-exponential tends to ``exp``), :math:`\alpha = 1.5` is :func:`entmax15`
+    :math:`q`-exponential tends to ``exp``), with a distance that shrinks in proportion to
+    :math:`\alpha - 1` down to :math:`10^{-12}` and below (the bisection runs on
+    :math:`\tau + 1`, so rounding does not set a floor), :math:`\alpha = 1.5` is :func:`entmax15`
     and :math:`\alpha = 2` is :func:`sparsemax`.
 
     Parameters

@@ -26,6 +26,7 @@ to ``log1p`` so that a normaliser close to 1 loses no digits.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -432,8 +433,11 @@ def logsumexp(x, axis=-1, *, keepdims=False, where=None):
     >>> float(logsumexp([1000.0, 1000.0]))  # 1000 + log 2; the naive formula overflows
     1000.6931471805599
     """
-    if not isinstance(keepdims, (bool, np.bool_)):
+    if not isinstance(keepdims, (bool, np.bool_, numbers.Integral)):
         raise TypeError(f"keepdims must be a bool, got {type(keepdims).__name__}")
+    if keepdims not in (0, 1):  # NumPy accepts 0 and 1 for False and True; nothing else
+        raise ValueError(f"keepdims must be a bool (or 0 or 1), got {keepdims!r}")
+    keepdims = bool(keepdims)
     work, out_dtype, axes, _, mask = _setup(x, axis, 1.0, where)
     if not is_torch(work) and mask is None:
         fast = _numpy_log_fast(work, axes, 1.0)

@@ -58,6 +58,8 @@ def float_format(dtype) -> FloatFormat:
     if isinstance(dtype, FloatFormat):
         return dtype
     name = None
+    if dtype is None:  # NumPy reads None as float64 (deprecated in np.finfo): say so instead
+        raise TypeError("dtype must be a floating dtype, got None")
     if isinstance(dtype, str):
         name = dtype.removeprefix("torch.")
     elif type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":

@@ -166,7 +166,8 @@ def heat_capacity(energies, temperature=1.0, axis=-1):
 def entropy(p, axis=-1):
     r"""Gibbs/Shannon entropy in nats, :math:`S = -\sum_i p_i \log p_i`, with :math:`0 \log 0 = 0`.
 
-    ``p`` must be non-negative (``ValueError`` otherwise); it is not renormalised.
+    ``p`` must be non-negative and finite (``ValueError`` otherwise; NaN propagates);
+    it is not renormalised.
     For the Boltzmann distribution :math:`S = (U - F)/T`.  For torch input the
     gradient at an entry equal to 0 is taken as 0.
 
@@ -179,6 +180,8 @@ def entropy(p, axis=-1):
         axis = check_torch_dim(axis, work.ndim)
         if bool((work < 0).any()):
             raise ValueError("p must be non-negative (a probability vector), got a negative entry")
+        if bool(torch.isposinf(work).any()):
+            raise ValueError("p must be finite (a probability vector), got an infinite entry")
         nonzero = work != 0  # 0 log 0 = 0; a NaN entry makes the entropy NaN
         safe = torch.where(nonzero, work, torch.ones_like(work))
         terms = torch.where(nonzero, work * torch.log(safe), torch.zeros_like(work))
@@ -186,6 +189,8 @@ def entropy(p, axis=-1):
     axis = normalize_numpy_axis(axis, work.ndim)
     if np.any(work < 0):
         raise ValueError("p must be non-negative (a probability vector), got a negative entry")
+    if np.any(np.isposinf(work)):
+        raise ValueError("p must be finite (a probability vector), got an infinite entry")
     nonzero = work != 0
     terms = np.where(nonzero, work * np.log(np.where(nonzero, work, 1.0)), 0.0)
     return to_output(-np.sum(terms, axis=axis), out_dtype)

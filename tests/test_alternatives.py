@@ -158,6 +158,20 @@ def test_bisection_alpha_near_one_approaches_softmax_and_two_is_sparsemax():
     np.testing.assert_allclose(entmax_bisect(x, 1.5), entmax15(x), atol=1e-13)
 
 
+def test_bisection_converges_to_softmax_linearly_in_alpha_minus_one():
+    # The q-exponential is exp(z - (alpha - 1) z^2 / 2 + ...), so the distance to softmax
+    # shrinks in proportion to alpha - 1 all the way down: no floor from rounding.
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(10, 40))
+    reference = scipy.special.softmax(x, axis=-1)
+    slopes = [np.abs(entmax_bisect(x, 1 + eps) - reference).max() / eps for eps in (1e-4, 1e-8, 1e-12)]
+    np.testing.assert_allclose(slopes[1:], slopes[0], rtol=0.05)
+    t = torch.tensor(x, requires_grad=True)
+    out = entmax_bisect(t, 1 + 1e-12)
+    torch.testing.assert_close(out, torch.softmax(t, -1), rtol=0, atol=1e-10)
+    out.sum().backward()
+
+
 def test_tuple_and_none_axes_normalise_over_all_listed_axes():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(3, 4, 5))

@@ -464,6 +464,20 @@ def test_thresholds_reject_non_floating_dtypes():
         sl.overflow_threshold(np.int32)
     with pytest.raises(TypeError, match="dtype"):
         sl.underflow_threshold("not-a-dtype")
+    with pytest.raises(TypeError, match="dtype"):  # np.dtype(None) would mean float64
+        sl.overflow_threshold(None)
+
+
+def test_logsumexp_keepdims_takes_zero_and_one_as_numpy_does():
+    x = np.random.default_rng(3).standard_normal((2, 5))
+    for flag in (0, 1, np.bool_(True)):
+        np.testing.assert_allclose(
+            logsumexp(x, keepdims=flag), scipy.special.logsumexp(x, axis=-1, keepdims=bool(flag)), rtol=1e-14
+        )
+    with pytest.raises(ValueError, match="keepdims"):
+        logsumexp(x, keepdims=2)
+    with pytest.raises(TypeError, match="keepdims"):
+        logsumexp(x, keepdims="yes")
 
 
 # ------------------------------------------------------------------ properties (hypothesis)

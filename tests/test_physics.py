@@ -128,6 +128,14 @@ def test_entropy_rejects_negative_probabilities():
         entropy(torch.tensor([1.1, -0.1]))
 
 
+def test_entropy_rejects_infinite_entries_and_propagates_nan():
+    with pytest.raises(ValueError, match="p must be finite"):
+        entropy([math.inf, 0.5])
+    with pytest.raises(ValueError, match="p must be finite"):
+        entropy(torch.tensor([0.5, math.inf]))
+    assert math.isnan(entropy([math.nan, 0.5])) and math.isnan(scipy.stats.entropy([math.nan, 0.5]))
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
 def test_non_positive_or_non_finite_temperature_is_refused(bad):
     for fn in (boltzmann, log_partition_function, free_energy, mean_energy, heat_capacity):
