@@ -4,7 +4,8 @@ Every HTML page of the built book is served from localhost and loaded with all
 other network access blocked (the site must work offline: no CDN). On every page:
 the math is typeset by the self-hosted MathJax (no raw TeX left, no TeX errors),
 every image has loaded, the console shows no error, no request to the site fails,
-every internal link (and its #anchor) resolves, and each notebook page's Colab
+every internal link (and its #anchor) resolves, no code-cell input needs a sideways
+scrollbar at 1280 px, nothing widens the page on a 390 px phone, and each notebook page's Colab
 button opens that notebook from the repository in ``softmax_lib._meta``. The search
 page finds "logsumexp" and the theme switch turns dark mode on and off. A
 screenshot of each page is saved under ``_build/screenshots/``.
@@ -205,6 +206,10 @@ _IMAGES_JS = """async () => {
     await Promise.all(imgs.map(img => img.complete ? null : img.decode().catch(() => null)));
     return imgs.map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0}));
 }"""
+_WIDE_CODE_JS = """() => [...document.querySelectorAll('div.cell_input pre')]
+  .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
+  .map(pre => [pre.scrollWidth, pre.innerText.split('\\n')
+    .reduce((a, b) => (b.length > a.length ? b : a), '')])"""
 _MATH_JS = """() => ({
     containers: document.querySelectorAll('mjx-container').length,
     errors: Array.from(document.querySelectorAll('mjx-merror, [data-mjx-error]'))
@@ -291,6 +296,17 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
             problems.append(f"image not loaded: {image['src']}")
 
     problems += _check_links(page_path, page.evaluate(_LINKS_JS), base_url)
+    # Layout: at 1280 px no code-cell input needs a sideways scrollbar (the notebooks
+    # keep code within 79 characters and book.css sizes it to fit) ...
+    for width, line in page.evaluate(_WIDE_CODE_JS):
+        problems.append(f"code cell scrolls sideways at 1280 px ({width} px): {line!r}")
+    # ... and on a phone nothing pushes the whole page sideways.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(100)
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    if overflow > 1:
+        problems.append(f"at 390 px the page is {overflow} px wider than the screen")
+    page.set_viewport_size({"width": 1280, "height": 900})
     problems += [f"console error: {e}" for e in recorder.console_errors]
     problems += [f"failed request: {e}" for e in recorder.failed]
     problems += [f"request to the network (the site must be self-contained): {e}" for e in recorder.external]
