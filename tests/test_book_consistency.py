@@ -178,8 +178,8 @@ def test_execution_counts_are_one_to_n_in_order(path):
     )
 
 
-# A code line of the website fits its column at 1440 px and wider (and in Colab); at
-# 1280 px the column holds 77 characters.  PEP 8's limit keeps that true.
+# PEP 8's limit: with _css/book.css a 79-character line fits the website's code column
+# from 1280 px wide (tests/test_site_browser.py checks the rendered pages) and Colab's.
 CODE_LINE_LIMIT = 79
 
 
