@@ -195,6 +195,33 @@ def test_code_cells_keep_lines_within_pep8_width(path):
     assert not long, f"{path}: code lines over {CODE_LINE_LIMIT} characters:\n" + "\n".join(long)
 
 
+# What a cell prints (stream text, plain-text results and errors) fits the same column
+# (79 characters: the browser test found an 80th scrolling sideways at 1280 px); tabs
+# count as the spaces they print as.
+OUTPUT_LINE_LIMIT = 79
+
+
+def _printed_text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        text = output.get("text", "")
+    else:
+        text = output.get("data", {}).get("text/plain", "")
+    return text if isinstance(text, str) else "".join(text)
+
+
+@notebook
+def test_printed_outputs_keep_lines_within_the_column(path):
+    long = [
+        f"cell {i} ({len(line)} characters): {line.strip()[:60]}"
+        for i, cell in enumerate(_load(path)["cells"])
+        if cell["cell_type"] == "code"
+        for output in cell.get("outputs", [])
+        for line in _printed_text(output).expandtabs().splitlines()
+        if len(line) > OUTPUT_LINE_LIMIT
+    ]
+    assert not long, f"{path}: printed lines over {OUTPUT_LINE_LIMIT} characters:\n" + "\n".join(long)
+
+
 # ---------------------------------------------------------------------------------------
 # Citations
 # ---------------------------------------------------------------------------------------

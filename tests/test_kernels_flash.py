@@ -274,6 +274,21 @@ def test_kernel_source_excerpt_starts_and_stops_at_the_markers():
     assert flash.kernel_source(flash._attn_fwd).lstrip().startswith("@triton.jit")
 
 
+def test_kernel_source_excerpt_ends_with_a_whole_statement():
+    # a stop marker on the first line of a call wrapped over several lines keeps the
+    # rest of the call: the excerpt's tail from the stop line on parses as Python
+    import ast
+    import textwrap
+
+    text = flash.kernel_source("_attn_fwd", start="if CAUSAL:", stop="tl.store(LSE")
+    lines = text.splitlines()
+    stop = next(i for i, line in enumerate(lines) if "tl.store(LSE" in line)
+    ast.parse(textwrap.dedent("\n".join(lines[stop:])))
+    # a stop marker inside a one-line statement still ends the excerpt on that line
+    text = flash.kernel_source("_fwd_stage", start="m_new = tl.maximum", stop="m_i = m_new")
+    assert "m_i = m_new" in text.splitlines()[-1]
+
+
 def test_attention_flops_counts_two_matrix_products_and_halves_for_causal():
     from softmax_lib.bench_attention import attention_flops
 

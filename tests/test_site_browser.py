@@ -4,8 +4,9 @@ Every HTML page of the built book is served from localhost and loaded with all
 other network access blocked (the site must work offline: no CDN). On every page:
 the math is typeset by the self-hosted MathJax (no raw TeX left, no TeX errors),
 every image has loaded, the console shows no error, no request to the site fails,
-every internal link (and its #anchor) resolves, no code-cell input needs a sideways
-scrollbar at 1280 px, nothing widens the page on a 390 px phone, and each notebook page's Colab
+every internal link (and its #anchor) resolves, no code-cell input or output needs a
+sideways scrollbar at 1280 px, nothing widens the page on a 390 px phone and no inline
+formula is cut off there, and each notebook page's Colab
 button opens that notebook from the repository in ``softmax_lib._meta``. The search
 page finds "logsumexp" and the theme switch turns dark mode on and off. A
 screenshot of each page is saved under ``_build/screenshots/``.
@@ -206,7 +207,7 @@ _IMAGES_JS = """async () => {
     await Promise.all(imgs.map(img => img.complete ? null : img.decode().catch(() => null)));
     return imgs.map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0}));
 }"""
-_WIDE_CODE_JS = """() => [...document.querySelectorAll('div.cell_input pre')]
+_WIDE_CODE_JS = """() => [...document.querySelectorAll('div.cell_input pre, div.cell_output pre')]
   .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
   .map(pre => [pre.scrollWidth, pre.innerText.split('\\n')
     .reduce((a, b) => (b.length > a.length ? b : a), '')])"""
@@ -220,6 +221,17 @@ _MATH_JS = """() => ({
                   .map(e => e.textContent.slice(0, 80)),
     scripts: Array.from(document.scripts).map(s => s.src).filter(s => s.includes('mathjax') || s.includes('MathJax')),
 })"""
+# Inline math is never broken across lines by MathJax 3: a formula wider than its
+# paragraph is cut off at the right edge (it does not widen the page).
+_CLIPPED_MATH_JS = """() => [...document.querySelectorAll('mjx-container:not([display="true"])')]
+  .map(m => {
+    let block = m.parentElement;
+    while (block && getComputedStyle(block).display.startsWith('inline')) block = block.parentElement;
+    const r = m.getBoundingClientRect(), b = block.getBoundingClientRect();
+    return [Math.round(r.width), Math.round(b.width), r.right > b.right + 1,
+            (m.querySelector('mjx-assistive-mml') || m).textContent.slice(0, 60)];
+  })
+  .filter(x => x[0] > 0 && x[2])"""
 _LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
 
 
@@ -296,16 +308,20 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
             problems.append(f"image not loaded: {image['src']}")
 
     problems += _check_links(page_path, page.evaluate(_LINKS_JS), base_url)
-    # Layout: at 1280 px no code-cell input needs a sideways scrollbar (the notebooks
-    # keep code within 79 characters and book.css sizes it to fit) ...
+    # Layout: at 1280 px no code-cell input or printed output needs a sideways scrollbar
+    # (the notebooks keep code within 79 characters and print within 80, and book.css
+    # sizes code to fit) ...
     for width, line in page.evaluate(_WIDE_CODE_JS):
         problems.append(f"code cell scrolls sideways at 1280 px ({width} px): {line!r}")
-    # ... and on a phone nothing pushes the whole page sideways.
+    # ... and on a phone nothing pushes the whole page sideways, and no inline formula
+    # is wider than its paragraph (wide formulas belong in display math).
     page.set_viewport_size({"width": 390, "height": 844})
     page.wait_for_timeout(100)
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     if overflow > 1:
         problems.append(f"at 390 px the page is {overflow} px wider than the screen")
+    for width, room, _, formula in page.evaluate(_CLIPPED_MATH_JS):
+        problems.append(f"at 390 px inline math {width} px wide is cut off ({room} px of room): {formula!r}")
     page.set_viewport_size({"width": 1280, "height": 900})
     problems += [f"console error: {e}" for e in recorder.console_errors]
     problems += [f"failed request: {e}" for e in recorder.failed]

@@ -57,8 +57,8 @@ def resident_programs(registers: int, shared_bytes: int, num_warps: int, limits:
 
 @triton.jit
 def aligned(n, ALIGN: tl.constexpr):
-    """``n`` unchanged (it is a multiple of ALIGN), in a form whose divisibility the
-    compiler can see; see :func:`alignment`."""
+    """``n`` unchanged (it is a multiple of ALIGN), in a form whose
+    divisibility the compiler can see; see :func:`alignment`."""
     return n // ALIGN * ALIGN
 
 
@@ -91,8 +91,8 @@ def row_max(x, axis: tl.constexpr):
 
 @triton.jit
 def exp_shifted(x, m):
-    """exp(x - m) with the core's edge rules: 0 when the maximum m is -inf (an empty
-    row), 1 where x == m (so x = m = +inf gives 1, not exp(nan))."""
+    """exp(x - m) with the core's edge rules: 0 when the maximum m is -inf
+    (an empty row), 1 where x == m (so x = m = +inf gives 1, not exp(nan))."""
     e = tl.where(x == m, 1.0, tl.exp(x - m))
     return tl.where(m == float("-inf"), 0.0, e)
 
@@ -101,19 +101,22 @@ def exp_shifted(x, m):
 def row_shift(m):
     """Per-row constants of the fast exponential ``exp2(x * log2(e) - shift)``.
 
-    Returns ``(shift, top)``: ``shift = m * log2(e)`` (0 for an empty row, m = -inf,
-    whose entries are all -inf and give exp2(-inf) = 0), and ``top``, equal to m only
-    when m is +inf (NaN otherwise, so ``x == top`` is never true for a finite row):
-    the +inf entries of such a row get 1, the rest 0 (the limit, as in the core)."""
-    shift = tl.where((m == float("-inf")) | (m == float("inf")), 0.0, m * 1.4426950408889634)
+    Returns ``(shift, top)``: ``shift = m * log2(e)`` (0 for an empty row,
+    m = -inf, whose entries are all -inf and give exp2(-inf) = 0), and
+    ``top``, equal to m only when m is +inf (NaN otherwise, so ``x == top``
+    is never true for a finite row): the +inf entries of such a row get 1,
+    the rest 0 (the limit, as in the core)."""
+    shift = tl.where((m == float("-inf")) | (m == float("inf")), 0.0,
+                     m * 1.4426950408889634)
     top = tl.where(m == float("inf"), m, float("nan"))
     return shift, top
 
 
 @triton.jit
 def exp_rows(x, shift, top):
-    """exp(x - m) for a tile, from :func:`row_shift`'s per-row constants: one fused
-    multiply-add and one ``ex2`` per entry (the special-function unit's instruction)."""
+    """exp(x - m) for a tile, from :func:`row_shift`'s per-row constants:
+    one fused multiply-add and one ``ex2`` per entry (the special-function
+    unit's instruction)."""
     e = tl.math.exp2(x * 1.4426950408889634 - shift)
     return tl.where(x == top, 1.0, tl.where(top == top, 0.0, e))
 
@@ -158,15 +161,18 @@ def window_rows(m: int, n: int, stride: int, peel: int) -> int:
 
 @triton.jit
 def row_window(rows, stride, N, PEEL: tl.constexpr):
-    """Where each row ``[start, start + N)`` sits in the whole vectors around it.
+    """Where each row ``[start, start + N)`` sits in the whole vectors
+    around it.
 
-    Returns ``(window, lead, n_window, lo, hi)``: the window starts at ``window``, the
-    vector boundary at or before the row, and holds ``n_window`` entries up to the
-    boundary at or after its end (so it reads up to ``PEEL - 1`` entries of the rows
-    on either side); the row is window entries ``[lead, lead + N)``, of which
-    ``[lo, hi)`` are whole vectors (empty when ``hi <= lo``).  Every boundary is
-    written as ``// PEEL * PEEL`` so that the compiler sees the multiples of ``PEEL``
-    and may move the window, and store the whole vectors, 16 bytes at a time.
+    Returns ``(window, lead, n_window, lo, hi)``: the window starts at
+    ``window``, the vector boundary at or before the row, and holds
+    ``n_window`` entries up to the boundary at or after its end (so it reads
+    up to ``PEEL - 1`` entries of the rows on either side); the row is window
+    entries ``[lead, lead + N)``, of which ``[lo, hi)`` are whole vectors
+    (empty when ``hi <= lo``).  Every boundary is written as
+    ``// PEEL * PEEL`` so that the compiler sees the multiples of ``PEEL``
+    and may move the window, and store the whole vectors, 16 bytes at a
+    time.
     """
     start = rows * stride
     window = start // PEEL * PEEL

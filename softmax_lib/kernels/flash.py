@@ -55,23 +55,26 @@ _LN2 = 0.6931471805599453
 # Forward
 # ---------------------------------------------------------------------------------
 @triton.jit
-def _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, lo, hi,
-               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr,
-               USE_TMA: tl.constexpr):
+def _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
+               lo, hi, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+               MODE: tl.constexpr, USE_TMA: tl.constexpr):
     """Fold key blocks [lo, hi) into (acc, l_i, m_i).
 
     MODE 0: every key in range is valid and visible (no mask at all);
-    MODE 1: keys >= L are padding (the last, partial block of non-causal attention);
-    MODE 2: the diagonal blocks of causal attention (key j visible iff j <= query i).
-    With USE_TMA the unmasked blocks arrive through the tensor-memory accelerator
-    (descriptors Kd, Vd over the (B*H*L, d) view; row0 = first row of this problem).
+    MODE 1: keys >= L are padding (the last, partial block of non-causal
+            attention);
+    MODE 2: the diagonal blocks of causal attention (key j visible iff
+            j <= query i).
+    With USE_TMA the unmasked blocks arrive through the tensor-memory
+    accelerator (descriptors Kd, Vd over the (B*H*L, d) view; row0 = first
+    row of this problem).
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
-        cols = start_n + offs_n                                     # (BLOCK_N,)
-        kv_offs = cols[:, None] * HEAD_DIM + offs_d[None, :]        # (BLOCK_N, d)
+        cols = start_n + offs_n                 # (BLOCK_N,)
+        kv_offs = cols[:, None] * HEAD_DIM + offs_d[None, :]  # (BLOCK_N, d)
         if MODE == 0:
             if USE_TMA:
                 k = Kd.load([row0 + start_n, 0])
@@ -82,36 +85,41 @@ def _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale, lo, hi
         else:
             k = tl.load(K + kv_offs, mask=cols[:, None] < L, other=0.0)
             v = tl.load(V + kv_offs, mask=cols[:, None] < L, other=0.0)
-        s = tl.dot(q, tl.trans(k))                                  # (BLOCK_M, BLOCK_N) raw scores
+        s = tl.dot(q, tl.trans(k))              # (BLOCK_M, BLOCK_N) raw scores
         if MODE == 0:
-            # qk_scale >= 0 (the launcher makes it so): max(s) * qk_scale is the maximum
-            # of the scaled scores, and the scaling folds into one multiply-add.
-            m_new = tl.maximum(m_i, row_max(s, 1) * qk_scale)        # running maximum, base 2
-            p = tl.math.exp2(s * qk_scale - m_new[:, None])         # unnormalised probabilities
+            # qk_scale >= 0 (the launcher makes it so): max(s) * qk_scale is
+            # the maximum of the scaled scores, and the scaling folds into
+            # one multiply-add.
+            # running maximum, base 2
+            m_new = tl.maximum(m_i, row_max(s, 1) * qk_scale)
+            # unnormalised probabilities
+            p = tl.math.exp2(s * qk_scale - m_new[:, None])
         else:
             s = s * qk_scale
             if MODE == 1:
                 s = tl.where(cols[None, :] < L, s, float("-inf"))
             else:
-                s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
+                s = tl.where(offs_m[:, None] >= cols[None, :], s,
+                             float("-inf"))
             m_new = tl.maximum(m_i, row_max(s, 1))
             p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)                           # rescales the old state
+        alpha = tl.math.exp2(m_i - m_new)       # rescales the old state
         l_i = l_i * alpha + row_sum(p, 1)
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)                         # (BLOCK_M, d)
+        acc = tl.dot(p.to(v.dtype), v, acc)     # (BLOCK_M, d)
         m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE, Kd, Vd, L, qk_scale,
-              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              CAUSAL: tl.constexpr, USE_TMA: tl.constexpr):
+              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+              USE_TMA: tl.constexpr):
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1).to(tl.int64)
-    row0 = (off_bh * L).to(tl.int32)                                # first row in (B*H*L, d)
-    base = off_bh * L * HEAD_DIM                                     # start of this (L, d) problem
+    row0 = (off_bh * L).to(tl.int32)            # first row in (B*H*L, d)
+    base = off_bh * L * HEAD_DIM                # start of this (L, d) problem
     Q += base
     K += base
     V += base
@@ -119,40 +127,49 @@ def _attn_fwd(Q, K, V, O, LSE, Kd, Vd, L, qk_scale,
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m[:, None] < L
-    q = tl.load(Q + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=row_ok, other=0.0)
+    q = tl.load(Q + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=row_ok,
+                other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.full([BLOCK_M], 0.0, tl.float32)
     acc = tl.full([BLOCK_M, HEAD_DIM], 0.0, tl.float32)
     if CAUSAL:
-        # Blocks left of the diagonal: every key visible, no mask.  Blocks right of
-        # it are never visited (that is the saving).  The diagonal gets the mask.
+        # Blocks left of the diagonal: every key visible, no mask.  Blocks
+        # right of it are never visited (that is the saving).  The diagonal
+        # gets the mask.
         diag = start_m * BLOCK_M
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
-                                   0, diag, HEAD_DIM, BLOCK_N, 0, USE_TMA)
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
-                                   diag, tl.minimum(diag + BLOCK_M, L), HEAD_DIM, BLOCK_N, 2,
-                                   USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0,
+                                   offs_m, L, qk_scale, 0, diag,
+                                   HEAD_DIM, BLOCK_N, 0, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0,
+                                   offs_m, L, qk_scale,
+                                   diag, tl.minimum(diag + BLOCK_M, L),
+                                   HEAD_DIM, BLOCK_N, 2, USE_TMA)
     else:
         full = (L // BLOCK_N) * BLOCK_N
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
-                                   0, full, HEAD_DIM, BLOCK_N, 0, USE_TMA)
-        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0, offs_m, L, qk_scale,
-                                   full, L, HEAD_DIM, BLOCK_N, 1, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0,
+                                   offs_m, L, qk_scale, 0, full,
+                                   HEAD_DIM, BLOCK_N, 0, USE_TMA)
+        acc, l_i, m_i = _fwd_stage(acc, l_i, m_i, q, K, V, Kd, Vd, row0,
+                                   offs_m, L, qk_scale, full, L,
+                                   HEAD_DIM, BLOCK_N, 1, USE_TMA)
     acc = acc / l_i[:, None]
-    tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty),
-             mask=row_ok)
-    tl.store(LSE + off_bh * L + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < L)
+    tl.store(O + offs_m[:, None] * HEAD_DIM + offs_d[None, :],
+             acc.to(O.dtype.element_ty), mask=row_ok)
+    tl.store(LSE + off_bh * L + offs_m, m_i + tl.math.log2(l_i),
+             mask=offs_m < L)
 
 
 # ---------------------------------------------------------------------------------
 # Backward
 # ---------------------------------------------------------------------------------
 @triton.jit
-def _attn_bwd_delta(O, DO, Delta, L, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+def _attn_bwd_delta(O, DO, Delta, L, HEAD_DIM: tl.constexpr,
+                    BLOCK_M: tl.constexpr):
     off_bh = tl.program_id(1).to(tl.int64)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs = off_bh * L * HEAD_DIM + offs_m[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :]
+    offs = (off_bh * L * HEAD_DIM + offs_m[:, None] * HEAD_DIM
+            + tl.arange(0, HEAD_DIM)[None, :])
     o = tl.load(O + offs, mask=offs_m[:, None] < L, other=0.0).to(tl.float32)
     do = tl.load(DO + offs, mask=offs_m[:, None] < L, other=0.0).to(tl.float32)
     tl.store(Delta + off_bh * L + offs_m, row_sum(o * do, 1), mask=offs_m < L)
@@ -160,7 +177,8 @@ def _attn_bwd_delta(O, DO, Delta, L, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constex
 
 @triton.jit
 def _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale, lo, hi,
-                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MODE: tl.constexpr):
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                MODE: tl.constexpr):
     """Accumulate dK, dV of one key block over query blocks [lo, hi).
 
     MODE 0: all queries valid and see every key; 1: queries >= L are padding;
@@ -170,7 +188,7 @@ def _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale, lo, hi,
     offs_d = tl.arange(0, HEAD_DIM)
     for start_m in range(lo, hi, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
-        rows = start_m + offs_m0                                    # (BLOCK_M,)
+        rows = start_m + offs_m0                  # (BLOCK_M,)
         q_offs = rows[:, None] * HEAD_DIM + offs_d[None, :]
         if MODE == 0:
             q = tl.load(Q + q_offs)
@@ -180,24 +198,25 @@ def _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale, lo, hi,
         else:
             q = tl.load(Q + q_offs, mask=rows[:, None] < L, other=0.0)
             do = tl.load(DO + q_offs, mask=rows[:, None] < L, other=0.0)
-            # lse = +inf makes the recomputed probability of a padding row exactly 0.
+            # lse = +inf makes the recomputed probability of a padding row
+            # exactly 0.
             lse = tl.load(LSE + rows, mask=rows < L, other=float("inf"))
             delta = tl.load(Delta + rows, mask=rows < L, other=0.0)
-        s_t = tl.dot(k, tl.trans(q)) * qk_scale                     # (BLOCK_N, BLOCK_M) = S^T
-        p_t = tl.math.exp2(s_t - lse[None, :])                      # P^T recomputed from the LSE
+        s_t = tl.dot(k, tl.trans(q)) * qk_scale   # (BLOCK_N, BLOCK_M) = S^T
+        p_t = tl.math.exp2(s_t - lse[None, :])    # P^T recomputed from the LSE
         if MODE == 2:
             p_t = tl.where(offs_n[:, None] <= rows[None, :], p_t, 0.0)
-        dv = tl.dot(p_t.to(do.dtype), do, dv)                       # dV += P^T dO
-        dp_t = tl.dot(v, tl.trans(do))                              # (dO V^T)^T
-        ds_t = p_t * (dp_t - delta[None, :])                        # dS = P * (dP - delta)
-        dk = tl.dot(ds_t.to(q.dtype), q, dk)                        # dK += dS^T Q
+        dv = tl.dot(p_t.to(do.dtype), do, dv)     # dV += P^T dO
+        dp_t = tl.dot(v, tl.trans(do))            # (dO V^T)^T
+        ds_t = p_t * (dp_t - delta[None, :])      # dS = P * (dP - delta)
+        dk = tl.dot(ds_t.to(q.dtype), q, dk)      # dK += dS^T Q
     return dk, dv
 
 
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, L, qk_scale, sm_scale,
-                   HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
-                   CAUSAL: tl.constexpr):
+                   HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr,
+                   BLOCK_N1: tl.constexpr, CAUSAL: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N1
     off_bh = tl.program_id(1).to(tl.int64)
     base = off_bh * L * HEAD_DIM
@@ -218,10 +237,12 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, L, qk_scale, sm_scale,
     dk = tl.full([BLOCK_N1, HEAD_DIM], 0.0, tl.float32)
     dv = tl.full([BLOCK_N1, HEAD_DIM], 0.0, tl.float32)
     if CAUSAL:
-        # Queries above the diagonal never see these keys: start at the key block.
+        # Queries above the diagonal never see these keys: start at the key
+        # block.
         diag_end = tl.minimum(start_n + BLOCK_N1, L)
-        dk, dv = _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale,
-                             start_n, diag_end, HEAD_DIM, BLOCK_M1, 2)
+        dk, dv = _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L,
+                             qk_scale, start_n, diag_end,
+                             HEAD_DIM, BLOCK_M1, 2)
         lo = start_n + BLOCK_N1
     else:
         lo = 0
@@ -231,13 +252,16 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, L, qk_scale, sm_scale,
     dk, dv = _dkdv_stage(dk, dv, k, v, Q, DO, LSE, Delta, offs_n, L, qk_scale,
                          full, L, HEAD_DIM, BLOCK_M1, 1)
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=col_ok)
-    tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok)
+    tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty),
+             mask=col_ok)
 
 
 @triton.jit
 def _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, lo, hi,
-              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MODE: tl.constexpr):
-    """Accumulate dQ of one query block over key blocks [lo, hi) (MODE as _fwd_stage)."""
+              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+              MODE: tl.constexpr):
+    """Accumulate dQ of one query block over key blocks [lo, hi) (MODE as
+    _fwd_stage)."""
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     for start_n in range(lo, hi, BLOCK_N):
@@ -250,22 +274,22 @@ def _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, lo, hi,
         else:
             k = tl.load(K + kv_offs, mask=cols[:, None] < L, other=0.0)
             v = tl.load(V + kv_offs, mask=cols[:, None] < L, other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale                       # (BLOCK_M, BLOCK_N)
+        s = tl.dot(q, tl.trans(k)) * qk_scale   # (BLOCK_M, BLOCK_N)
         p = tl.math.exp2(s - lse[:, None])
         if MODE == 1:
             p = tl.where(cols[None, :] < L, p, 0.0)
         if MODE == 2:
             p = tl.where(offs_m[:, None] >= cols[None, :], p, 0.0)
-        dp = tl.dot(do, tl.trans(v))                                # dP = dO V^T
+        dp = tl.dot(do, tl.trans(v))            # dP = dO V^T
         ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq)                          # dQ += dS K
+        dq = tl.dot(ds.to(k.dtype), k, dq)      # dQ += dS K
     return dq
 
 
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, L, qk_scale, sm_scale,
-                 HEAD_DIM: tl.constexpr, BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr,
-                 CAUSAL: tl.constexpr):
+                 HEAD_DIM: tl.constexpr, BLOCK_M2: tl.constexpr,
+                 BLOCK_N2: tl.constexpr, CAUSAL: tl.constexpr):
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1).to(tl.int64)
     base = off_bh * L * HEAD_DIM
@@ -282,18 +306,21 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, L, qk_scale, sm_scale,
     dq = tl.full([BLOCK_M2, HEAD_DIM], 0.0, tl.float32)
     if CAUSAL:
         diag = start_m * BLOCK_M2
-        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, 0, diag,
-                       HEAD_DIM, BLOCK_N2, 0)
-        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, diag,
-                       tl.minimum(diag + BLOCK_M2, L), HEAD_DIM, BLOCK_N2, 2)
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale,
+                       0, diag, HEAD_DIM, BLOCK_N2, 0)
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale,
+                       diag, tl.minimum(diag + BLOCK_M2, L),
+                       HEAD_DIM, BLOCK_N2, 2)
     else:
         full = (L // BLOCK_N2) * BLOCK_N2
-        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, 0, full,
-                       HEAD_DIM, BLOCK_N2, 0)
-        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale, full, L,
-                       HEAD_DIM, BLOCK_N2, 1)
-    # dS was formed from base-2 scores whose derivative carries the natural scale.
-    tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok)
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale,
+                       0, full, HEAD_DIM, BLOCK_N2, 0)
+        dq = _dq_stage(dq, q, do, lse, delta, K, V, offs_m, L, qk_scale,
+                       full, L, HEAD_DIM, BLOCK_N2, 1)
+    # dS was formed from base-2 scores whose derivative carries the natural
+    # scale.
+    tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=row_ok)
 
 
 # ---------------------------------------------------------------------------------
@@ -631,15 +658,23 @@ def kernel_source(kernel, *, start=None, stop=None):
 
     ``kernel`` is a kernel (``_attn_fwd``) or its name; ``start``/``stop`` keep the
     lines from the first one containing ``start`` up to the first one after it
-    containing ``stop`` (inclusive).
+    containing ``stop`` (inclusive), and on to the end of the statement that line
+    is part of when the statement continues over further lines.
     """
     import inspect
+    import io
+    import tokenize
 
     if isinstance(kernel, str):
         kernel = globals()[kernel]
-    lines = inspect.getsource(getattr(kernel, "fn", kernel)).splitlines()
+    source = inspect.getsource(getattr(kernel, "fn", kernel))
+    lines = source.splitlines()
     first = next((i for i, line in enumerate(lines) if start in line), 0) if start else 0
     last = len(lines) - 1
     if stop:
         last = next((i for i in range(first, len(lines)) if stop in lines[i]), last)
+        # the (0-based) last line of each logical line: a wrapped call ends there
+        ends = [tok.start[0] - 1 for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.NEWLINE]
+        last = next((end for end in ends if end >= last), last)
     return "\n".join(lines[first:last + 1])

@@ -51,60 +51,75 @@ MAX_FUSED = 32768
 
 
 @triton.jit
-def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-                  ALIGN: tl.constexpr):
-    # N and the strides are multiples of ALIGN: saying so lets rows move in 16-byte vectors
-    N, stride_x, stride_y = aligned(N, ALIGN), aligned(stride_x, ALIGN), aligned(stride_y, ALIGN)
-    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)  # (ROWS,)
+def _forward_rows(x_ptr, y_ptr, M, N, stride_x, stride_y, ROWS: tl.constexpr,
+                  BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # N and the strides are multiples of ALIGN: saying so lets rows move in
+    # 16-byte vectors
+    N, stride_x, stride_y = (aligned(N, ALIGN), aligned(stride_x, ALIGN),
+                             aligned(stride_y, ALIGN))
+    rows = (tl.program_id(0) * ROWS
+            + tl.arange(0, ROWS)).to(tl.int64)  # (ROWS,)
     cols = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask = (rows[:, None] < M) & (cols[None, :] < N)  # (ROWS, BLOCK_N)
-    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=float("-inf"),
-                eviction_policy="evict_first").to(tl.float32)  # the only read of x: MN elements
+    # the only read of x: MN elements
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :],
+                mask=mask, other=float("-inf"),
+                eviction_policy="evict_first").to(tl.float32)
     m = row_max(x, 1)  # (ROWS,) the row maximum, never leaves the chip
     shift, top = row_shift(m)  # (ROWS,) per-row constants of exp(x - m)
     e = exp_rows(x, shift[:, None], top[:, None])  # (ROWS, BLOCK_N)
     inv_d = reciprocal(row_sum(e, 1))  # (ROWS,) 1 / normaliser
     y = e * inv_d[:, None]
-    tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty),
-             mask=mask)  # the only write: MN elements
+    # the only write: MN elements
+    tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :],
+             y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _forward_rows_persistent(x_ptr, y_ptr, M, N, stride_x, stride_y,
-                             ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr,
-                             ALIGN: tl.constexpr):
-    # The same tile, but fewer programs than tiles: each loops over tiles pid, pid + grid, ...
-    # and the compiler issues the next tile's loads while this tile is being computed.
-    N, stride_x, stride_y = aligned(N, ALIGN), aligned(stride_x, ALIGN), aligned(stride_y, ALIGN)
+                             ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+                             NUM_STAGES: tl.constexpr, ALIGN: tl.constexpr):
+    # The same tile, but fewer programs than tiles: each loops over tiles
+    # pid, pid + grid, ... and the compiler issues the next tile's loads
+    # while this tile is being computed.
+    N, stride_x, stride_y = (aligned(N, ALIGN), aligned(stride_x, ALIGN),
+                             aligned(stride_y, ALIGN))
     cols = tl.arange(0, BLOCK_N)
-    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS,
+                         tl.num_programs(0), num_stages=NUM_STAGES):
         rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         mask = (rows[:, None] < M) & (cols[None, :] < N)
-        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=float("-inf"),
+        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :],
+                    mask=mask, other=float("-inf"),
                     eviction_policy="evict_first").to(tl.float32)
         shift, top = row_shift(row_max(x, 1))
         e = exp_rows(x, shift[:, None], top[:, None])
         y = e * reciprocal(row_sum(e, 1))[:, None]
-        tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :],
+                 y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _backward_rows(y_ptr, dy_ptr, dx_ptr, M, N, stride_y, stride_dy, stride_dx,
-                   ROWS: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr,
-                   ALIGN: tl.constexpr):
+                   ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+                   NUM_STAGES: tl.constexpr, ALIGN: tl.constexpr):
     N, stride_y = aligned(N, ALIGN), aligned(stride_y, ALIGN)
     stride_dy, stride_dx = aligned(stride_dy, ALIGN), aligned(stride_dx, ALIGN)
     cols = tl.arange(0, BLOCK_N)
-    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS,
+                         tl.num_programs(0), num_stages=NUM_STAGES):
         rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         mask = (rows[:, None] < M) & (cols[None, :] < N)
-        y = tl.load(y_ptr + rows[:, None] * stride_y + cols[None, :], mask=mask, other=0.0,
+        y = tl.load(y_ptr + rows[:, None] * stride_y + cols[None, :],
+                    mask=mask, other=0.0,
                     eviction_policy="evict_first").to(tl.float32)
-        dy = tl.load(dy_ptr + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0,
+        dy = tl.load(dy_ptr + rows[:, None] * stride_dy + cols[None, :],
+                     mask=mask, other=0.0,
                      eviction_policy="evict_first").to(tl.float32)
         s = row_sum(y * dy, 1)  # (ROWS,) <p, dy> per row
         dx = y * (dy - s[:, None])
-        tl.store(dx_ptr + rows[:, None] * stride_dx + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + rows[:, None] * stride_dx + cols[None, :],
+                 dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------
@@ -113,47 +128,60 @@ def _backward_rows(y_ptr, dy_ptr, dx_ptr, M, N, stride_y, stride_dy, stride_dx,
 
 
 @triton.jit
-def _forward_peeled(x_ptr, y_ptr, M, N, stride, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+def _forward_peeled(x_ptr, y_ptr, M, N, stride,
+                    ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
                     PEEL: tl.constexpr, NUM_STAGES: tl.constexpr):
-    # x and y share the row stride and start on 16-byte boundaries, so a row sits at the
-    # same place in its vectors in both
+    # x and y share the row stride and start on 16-byte boundaries, so a row
+    # sits at the same place in its vectors in both
     cols = tl.arange(0, BLOCK_N)[None, :]
-    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS,
+                         tl.num_programs(0), num_stages=NUM_STAGES):
         rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         window, lead, n_window, lo, hi = row_window(rows, stride, N, PEEL)
-        window, lead, n_window = window[:, None], lead[:, None], n_window[:, None]
+        window, lead, n_window = (window[:, None], lead[:, None],
+                                  n_window[:, None])
         ok = rows[:, None] < M
-        x = tl.load(x_ptr + window + cols, mask=ok & (cols < n_window), other=float("-inf"),
-                    eviction_policy="evict_first").to(tl.float32)  # whole vectors, neighbours' entries too
+        # whole vectors, neighbours' entries too
+        x = tl.load(x_ptr + window + cols, mask=ok & (cols < n_window),
+                    other=float("-inf"),
+                    eviction_policy="evict_first").to(tl.float32)
         in_row = (cols >= lead) & (cols < lead + N)
-        x = tl.where(in_row, x, float("-inf"))  # the neighbours' entries take no part
+        # the neighbours' entries take no part
+        x = tl.where(in_row, x, float("-inf"))
         shift, top = row_shift(row_max(x, 1))
         e = exp_rows(x, shift[:, None], top[:, None])
         y = (e * reciprocal(row_sum(e, 1))[:, None]).to(y_ptr.dtype.element_ty)
         whole = (cols >= lo[:, None]) & (cols < hi[:, None])
-        tl.store(y_ptr + window + cols, y, mask=ok & whole)  # 16 bytes at a time
-        tl.store(y_ptr + window + cols, y, mask=ok & in_row & ~whole)  # < PEEL entries at each end
+        # 16 bytes at a time
+        tl.store(y_ptr + window + cols, y, mask=ok & whole)
+        # < PEEL entries at each end
+        tl.store(y_ptr + window + cols, y, mask=ok & in_row & ~whole)
 
 
 @triton.jit
-def _backward_peeled(y_ptr, dy_ptr, dx_ptr, M, N, stride, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+def _backward_peeled(y_ptr, dy_ptr, dx_ptr, M, N, stride,
+                     ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
                      PEEL: tl.constexpr, NUM_STAGES: tl.constexpr):
     cols = tl.arange(0, BLOCK_N)[None, :]
-    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS, tl.num_programs(0), num_stages=NUM_STAGES):
+    for tile in tl.range(tl.program_id(0), (M + ROWS - 1) // ROWS,
+                         tl.num_programs(0), num_stages=NUM_STAGES):
         rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
         window, lead, n_window, lo, hi = row_window(rows, stride, N, PEEL)
-        window, lead, n_window = window[:, None], lead[:, None], n_window[:, None]
+        window, lead, n_window = (window[:, None], lead[:, None],
+                                  n_window[:, None])
         ok = rows[:, None] < M
         read = ok & (cols < n_window)
-        y = tl.load(y_ptr + window + cols, mask=read, other=0.0, eviction_policy="evict_first").to(tl.float32)
-        dy = tl.load(dy_ptr + window + cols, mask=read, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        y = tl.load(y_ptr + window + cols, mask=read, other=0.0,
+                    eviction_policy="evict_first").to(tl.float32)
+        dy = tl.load(dy_ptr + window + cols, mask=read, other=0.0,
+                     eviction_policy="evict_first").to(tl.float32)
         in_row = (cols >= lead) & (cols < lead + N)
         y, dy = tl.where(in_row, y, 0.0), tl.where(in_row, dy, 0.0)
-        dx = (y * (dy - row_sum(y * dy, 1)[:, None])).to(dx_ptr.dtype.element_ty)
+        dx = (y * (dy - row_sum(y * dy, 1)[:, None])).to(
+            dx_ptr.dtype.element_ty)
         whole = (cols >= lo[:, None]) & (cols < hi[:, None])
         tl.store(dx_ptr + window + cols, dx, mask=ok & whole)
         tl.store(dx_ptr + window + cols, dx, mask=ok & in_row & ~whole)
-
 
 # --------------------------------------------------------------------------------------
 # Launch configuration

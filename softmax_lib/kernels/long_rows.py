@@ -44,7 +44,8 @@ __all__ = ["forward_long", "backward_long", "cooperative_programs", "cooperative
 
 
 @triton.jit
-def _forward_looped(x_ptr, y_ptr, N, stride_x, stride_y, BLOCK_N: tl.constexpr):
+def _forward_looped(x_ptr, y_ptr, N, stride_x, stride_y,
+                    BLOCK_N: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x
     y_row = y_ptr + row * stride_y
@@ -52,7 +53,8 @@ def _forward_looped(x_ptr, y_ptr, N, stride_x, stride_y, BLOCK_N: tl.constexpr):
     m = tl.full((), float("-inf"), tl.float32)  # running maximum
     d = tl.full((), 0.0, tl.float32)  # running normaliser, relative to m
     for start in range(0, N, BLOCK_N):  # pass 1: online (m, d)
-        x = tl.load(x_row + start + cols, mask=start + cols < N, other=float("-inf"),
+        x = tl.load(x_row + start + cols, mask=start + cols < N,
+                    other=float("-inf"),
                     eviction_policy="evict_last").to(tl.float32)
         m_block = row_max(x, axis=0)
         d_block = row_sum(exp_shifted(x, m_block), axis=0)
@@ -69,25 +71,27 @@ def _forward_looped(x_ptr, y_ptr, N, stride_x, stride_y, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _backward_looped(y_ptr, dy_ptr, dx_ptr, N, stride_y, stride_dy, stride_dx, BLOCK_N: tl.constexpr):
+def _backward_looped(y_ptr, dy_ptr, dx_ptr, N, stride_y, stride_dy, stride_dx,
+                     BLOCK_N: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     acc = tl.full((BLOCK_N,), 0.0, tl.float32)
     for start in range(0, N, BLOCK_N):
         mask = start + cols < N
-        y = tl.load(y_ptr + row * stride_y + start + cols, mask=mask, other=0.0,
-                    eviction_policy="evict_last").to(tl.float32)
-        dy = tl.load(dy_ptr + row * stride_dy + start + cols, mask=mask, other=0.0,
-                     eviction_policy="evict_last").to(tl.float32)
+        y = tl.load(y_ptr + row * stride_y + start + cols, mask=mask,
+                    other=0.0, eviction_policy="evict_last").to(tl.float32)
+        dy = tl.load(dy_ptr + row * stride_dy + start + cols, mask=mask,
+                     other=0.0, eviction_policy="evict_last").to(tl.float32)
         acc += y * dy
     s = row_sum(acc, axis=0)
     for start in range(0, N, BLOCK_N):
         mask = start + cols < N
-        y = tl.load(y_ptr + row * stride_y + start + cols, mask=mask, other=0.0,
-                    eviction_policy="evict_first").to(tl.float32)
-        dy = tl.load(dy_ptr + row * stride_dy + start + cols, mask=mask, other=0.0,
-                     eviction_policy="evict_first").to(tl.float32)
-        tl.store(dx_ptr + row * stride_dx + start + cols, (y * (dy - s)).to(dx_ptr.dtype.element_ty), mask=mask)
+        y = tl.load(y_ptr + row * stride_y + start + cols, mask=mask,
+                    other=0.0, eviction_policy="evict_first").to(tl.float32)
+        dy = tl.load(dy_ptr + row * stride_dy + start + cols, mask=mask,
+                     other=0.0, eviction_policy="evict_first").to(tl.float32)
+        tl.store(dx_ptr + row * stride_dx + start + cols,
+                 (y * (dy - s)).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------
@@ -96,55 +100,69 @@ def _backward_looped(y_ptr, dy_ptr, dx_ptr, N, stride_y, stride_dy, stride_dx, B
 
 
 @triton.jit
-def _forward_partials(x_ptr, m_ptr, d_ptr, N, stride_x, SEGMENTS, BLOCK_N: tl.constexpr):
+def _forward_partials(x_ptr, m_ptr, d_ptr, N, stride_x, SEGMENTS,
+                      BLOCK_N: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     cols = seg * BLOCK_N + tl.arange(0, BLOCK_N)
-    x = tl.load(x_ptr + row * stride_x + cols, mask=cols < N, other=float("-inf")).to(tl.float32)
+    x = tl.load(x_ptr + row * stride_x + cols, mask=cols < N,
+                other=float("-inf")).to(tl.float32)
     m = row_max(x, axis=0)
     tl.store(m_ptr + row * SEGMENTS + seg, m)
     tl.store(d_ptr + row * SEGMENTS + seg, row_sum(exp_shifted(x, m), axis=0))
 
 
 @triton.jit
-def _forward_merge_normalize(x_ptr, y_ptr, m_ptr, d_ptr, N, stride_x, stride_y, SEGMENTS,
-                             BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr):
+def _forward_merge_normalize(x_ptr, y_ptr, m_ptr, d_ptr, N, stride_x, stride_y,
+                             SEGMENTS, BLOCK_N: tl.constexpr,
+                             BLOCK_S: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     s = tl.arange(0, BLOCK_S)  # every partial of this row: (BLOCK_S,)
-    m_s = tl.load(m_ptr + row * SEGMENTS + s, mask=s < SEGMENTS, other=float("-inf"))
+    m_s = tl.load(m_ptr + row * SEGMENTS + s, mask=s < SEGMENTS,
+                  other=float("-inf"))
     d_s = tl.load(d_ptr + row * SEGMENTS + s, mask=s < SEGMENTS, other=0.0)
     m = row_max(m_s, axis=0)  # the online rule, all partials at once
     inv_d = reciprocal(row_sum(d_s * exp_shifted(m_s, m), axis=0))
     cols = seg * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = cols < N
-    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=float("-inf")).to(tl.float32)
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask,
+                other=float("-inf")).to(tl.float32)
     y = exp_shifted(x, m) * inv_d
-    tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty),
+             mask=mask)
 
 
 @triton.jit
-def _backward_partials(y_ptr, dy_ptr, s_ptr, N, stride_y, stride_dy, SEGMENTS, BLOCK_N: tl.constexpr):
+def _backward_partials(y_ptr, dy_ptr, s_ptr, N, stride_y, stride_dy, SEGMENTS,
+                       BLOCK_N: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     cols = seg * BLOCK_N + tl.arange(0, BLOCK_N)
-    y = tl.load(y_ptr + row * stride_y + cols, mask=cols < N, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + row * stride_dy + cols, mask=cols < N, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + row * stride_y + cols, mask=cols < N,
+                other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + row * stride_dy + cols, mask=cols < N,
+                 other=0.0).to(tl.float32)
     tl.store(s_ptr + row * SEGMENTS + seg, row_sum(y * dy, axis=0))
 
 
 @triton.jit
-def _backward_merge(y_ptr, dy_ptr, dx_ptr, s_ptr, N, stride_y, stride_dy, stride_dx, SEGMENTS,
-                    BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr):
+def _backward_merge(y_ptr, dy_ptr, dx_ptr, s_ptr, N, stride_y, stride_dy,
+                    stride_dx, SEGMENTS, BLOCK_N: tl.constexpr,
+                    BLOCK_S: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     parts = tl.arange(0, BLOCK_S)
-    s = row_sum(tl.load(s_ptr + row * SEGMENTS + parts, mask=parts < SEGMENTS, other=0.0), axis=0)
+    s = row_sum(tl.load(s_ptr + row * SEGMENTS + parts, mask=parts < SEGMENTS,
+                        other=0.0), axis=0)
     cols = seg * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = cols < N
-    y = tl.load(y_ptr + row * stride_y + cols, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dx_ptr + row * stride_dx + cols, (y * (dy - s)).to(dx_ptr.dtype.element_ty), mask=mask)
+    y = tl.load(y_ptr + row * stride_y + cols, mask=mask,
+                other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + row * stride_dy + cols, mask=mask,
+                 other=0.0).to(tl.float32)
+    tl.store(dx_ptr + row * stride_dx + cols,
+             (y * (dy - s)).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------
@@ -154,8 +172,10 @@ def _backward_merge(y_ptr, dy_ptr, dx_ptr, s_ptr, N, stride_y, stride_dy, stride
 
 @triton.jit
 def _wait_for_row(count_ptr, SEGMENTS: tl.constexpr):
-    """Announce this program's partial, then wait until all SEGMENTS of the row have."""
-    tl.debug_barrier()  # every thread's partial stores are issued before the release
+    """Announce this program's partial, then wait until all SEGMENTS of the
+    row have."""
+    # every thread's partial stores are issued before the release
+    tl.debug_barrier()
     count = tl.atomic_add(count_ptr, 1, sem="release") + 1
     while count < SEGMENTS:
         count = tl.atomic_add(count_ptr, 0, sem="acquire")
@@ -163,48 +183,61 @@ def _wait_for_row(count_ptr, SEGMENTS: tl.constexpr):
 
 
 @triton.jit
-def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N, stride_x, stride_y,
-                         SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
+def _forward_cooperative(x_ptr, y_ptr, m_ptr, d_ptr, count_ptr, M, N,
+                         stride_x, stride_y, SEGMENTS: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
                          ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
-    N, stride_x, stride_y = aligned(N, ALIGN), aligned(stride_x, ALIGN), aligned(stride_y, ALIGN)
+    N, stride_x, stride_y = (aligned(N, ALIGN), aligned(stride_x, ALIGN),
+                             aligned(stride_y, ALIGN))
     pid = tl.program_id(0)
     groups = tl.num_programs(0) // SEGMENTS  # rows in flight at once
-    seg = pid % SEGMENTS  # this program's segment, the same in every row it visits
+    # this program's segment, the same in every row it visits
+    seg = pid % SEGMENTS
     cols = seg * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     mask = cols < N
     parts = tl.arange(0, BLOCK_S)  # (BLOCK_S,) the row's partials
     first = pid // SEGMENTS
-    x_in = tl.load(x_ptr + first.to(tl.int64) * stride_x + cols, mask=mask & (first < M) & PREFETCH,
+    x_in = tl.load(x_ptr + first.to(tl.int64) * stride_x + cols,
+                   mask=mask & (first < M) & PREFETCH,
                    other=float("-inf"), eviction_policy="evict_first")
     for row in range(first, M, groups):
         row64 = tl.cast(row, tl.int64)
-        after = row64 + groups  # the next row this program visits (maybe none: after >= M)
+        # the next row this program visits (maybe none: after >= M)
+        after = row64 + groups
         if not PREFETCH:
-            x_in = tl.load(x_ptr + row64 * stride_x + cols, mask=mask, other=float("-inf"),
-                           eviction_policy="evict_first")
+            x_in = tl.load(x_ptr + row64 * stride_x + cols, mask=mask,
+                           other=float("-inf"), eviction_policy="evict_first")
         x = x_in.to(tl.float32)
         m_s = row_max(x, 0)
         shift, top = row_shift(m_s)
         tl.store(m_ptr + row64 * SEGMENTS + seg, m_s)
-        tl.store(d_ptr + row64 * SEGMENTS + seg, row_sum(exp_rows(x, shift, top), 0))
-        if PREFETCH:  # the next row's segment is in flight while this row's partials meet
-            x_in = tl.load(x_ptr + after * stride_x + cols, mask=mask & (after < M), other=float("-inf"),
-                           eviction_policy="evict_first")
+        tl.store(d_ptr + row64 * SEGMENTS + seg,
+                 row_sum(exp_rows(x, shift, top), 0))
+        # the next row's segment is in flight while this row's partials meet
+        if PREFETCH:
+            x_in = tl.load(x_ptr + after * stride_x + cols,
+                           mask=mask & (after < M),
+                           other=float("-inf"), eviction_policy="evict_first")
         _wait_for_row(count_ptr + row, SEGMENTS)
-        m_all = tl.load(m_ptr + row64 * SEGMENTS + parts, mask=parts < SEGMENTS, other=float("-inf"),
+        m_all = tl.load(m_ptr + row64 * SEGMENTS + parts,
+                        mask=parts < SEGMENTS, other=float("-inf"),
                         volatile=True)
-        d_all = tl.load(d_ptr + row64 * SEGMENTS + parts, mask=parts < SEGMENTS, other=0.0, volatile=True)
+        d_all = tl.load(d_ptr + row64 * SEGMENTS + parts,
+                        mask=parts < SEGMENTS, other=0.0, volatile=True)
         m = row_max(m_all, 0)  # the online rule over all partials of the row
         inv_d = reciprocal(row_sum(d_all * exp_shifted(m_all, m), 0))
         shift, top = row_shift(m)
         y = exp_rows(x, shift, top) * inv_d  # x never left the registers
-        tl.store(y_ptr + row64 * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + row64 * stride_y + cols,
+                 y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_y, stride_dy, stride_dx,
-                          SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
-                          ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
+def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N,
+                          stride_y, stride_dy, stride_dx,
+                          SEGMENTS: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_S: tl.constexpr, ALIGN: tl.constexpr,
+                          PREFETCH: tl.constexpr):
     N, stride_y = aligned(N, ALIGN), aligned(stride_y, ALIGN)
     stride_dy, stride_dx = aligned(stride_dy, ALIGN), aligned(stride_dx, ALIGN)
     pid = tl.program_id(0)
@@ -214,27 +247,35 @@ def _backward_cooperative(y_ptr, dy_ptr, dx_ptr, s_ptr, count_ptr, M, N, stride_
     mask = cols < N
     parts = tl.arange(0, BLOCK_S)
     first = pid // SEGMENTS
-    y_in = tl.load(y_ptr + first.to(tl.int64) * stride_y + cols, mask=mask & (first < M) & PREFETCH, other=0.0,
+    y_in = tl.load(y_ptr + first.to(tl.int64) * stride_y + cols,
+                   mask=mask & (first < M) & PREFETCH, other=0.0,
                    eviction_policy="evict_first")
-    dy_in = tl.load(dy_ptr + first.to(tl.int64) * stride_dy + cols, mask=mask & (first < M) & PREFETCH,
-                    other=0.0, eviction_policy="evict_first")
+    dy_in = tl.load(dy_ptr + first.to(tl.int64) * stride_dy + cols,
+                    mask=mask & (first < M) & PREFETCH, other=0.0,
+                    eviction_policy="evict_first")
     for row in range(first, M, groups):
         row64 = tl.cast(row, tl.int64)
         after = row64 + groups
         if not PREFETCH:
-            y_in = tl.load(y_ptr + row64 * stride_y + cols, mask=mask, other=0.0, eviction_policy="evict_first")
-            dy_in = tl.load(dy_ptr + row64 * stride_dy + cols, mask=mask, other=0.0, eviction_policy="evict_first")
+            y_in = tl.load(y_ptr + row64 * stride_y + cols, mask=mask,
+                           other=0.0, eviction_policy="evict_first")
+            dy_in = tl.load(dy_ptr + row64 * stride_dy + cols, mask=mask,
+                            other=0.0, eviction_policy="evict_first")
         y, dy = y_in.to(tl.float32), dy_in.to(tl.float32)
         tl.store(s_ptr + row64 * SEGMENTS + seg, row_sum(y * dy, 0))
         if PREFETCH:
-            y_in = tl.load(y_ptr + after * stride_y + cols, mask=mask & (after < M), other=0.0,
+            y_in = tl.load(y_ptr + after * stride_y + cols,
+                           mask=mask & (after < M), other=0.0,
                            eviction_policy="evict_first")
-            dy_in = tl.load(dy_ptr + after * stride_dy + cols, mask=mask & (after < M), other=0.0,
+            dy_in = tl.load(dy_ptr + after * stride_dy + cols,
+                            mask=mask & (after < M), other=0.0,
                             eviction_policy="evict_first")
         _wait_for_row(count_ptr + row, SEGMENTS)
-        s = row_sum(tl.load(s_ptr + row64 * SEGMENTS + parts, mask=parts < SEGMENTS, other=0.0,
+        s = row_sum(tl.load(s_ptr + row64 * SEGMENTS + parts,
+                            mask=parts < SEGMENTS, other=0.0,
                             volatile=True), 0)
-        tl.store(dx_ptr + row64 * stride_dx + cols, (y * (dy - s)).to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + row64 * stride_dx + cols,
+                 (y * (dy - s)).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------
@@ -293,13 +334,16 @@ def _resident_per_sm(kernel_name: str, n_regs: int, shared: int, num_warps: int)
 
 
 def cooperative_programs(segments: int, compiled) -> int:
-    """Size of the persistent grid: a multiple of ``segments`` (whole rows in flight) that
-    is resident at once; 0 when a row has more segments than can be resident."""
+    """Size of the persistent grid: a multiple of ``segments`` (whole rows in
+    flight) that is resident at once; 0 when a row has more segments than can
+    be resident."""
     if hasattr(compiled, "_init_handles"):
         compiled._init_handles()  # loads the binary; n_regs is known only then
-    per_sm = _resident_per_sm(compiled.name, compiled.n_regs, compiled.metadata.shared,
+    per_sm = _resident_per_sm(compiled.name, compiled.n_regs,
+                              compiled.metadata.shared,
                               compiled.metadata.num_warps)
-    resident = per_sm * torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    resident = per_sm * torch.cuda.get_device_properties(
+        torch.cuda.current_device()).multi_processor_count
     return (resident // segments) * segments
 
 
