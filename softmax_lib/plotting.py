@@ -118,21 +118,30 @@ def label_bars(ax, bars, fmt: str = "{:.4f}") -> None:
         )
 
 
-def animation_html(animation):
+def animation_html(animation, *, alt: str | None = None):
     """An animation as self-contained HTML for a notebook or the static website.
 
     ``Animation.to_jshtml`` embeds every frame and a small JavaScript player, so the
     animation plays on the static site with no kernel.  Matplotlib's player also
     links a Font Awesome stylesheet from a CDN; the site must work offline (and the
     browser tests forbid outside requests), so that link is removed: the player's
-    buttons still draw from the page's own icon font.
+    buttons still draw from the page's own icon font.  ``alt`` is the text a screen
+    reader gives for the player's picture (what the animation shows).
     """
+    import html as html_escape
     import re
 
     from IPython.display import HTML
 
+    if alt is not None and (not isinstance(alt, str) or not alt.strip()):
+        raise TypeError(f"alt must be a non-empty string, got {alt!r}")
     html = animation.to_jshtml()
     html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*"\s*/?>', "", html)
+    if alt is not None:
+        attribute = f' alt="{html_escape.escape(alt, quote=True)}"'
+        html, count = re.subn(r'(<img id="_anim_img[0-9a-f]*")', lambda m: m.group(1) + attribute, html)
+        if count != 1:
+            raise RuntimeError("matplotlib's player changed: no single frame <img> to label")
     return HTML(html)
 
 
