@@ -222,6 +222,35 @@ def test_printed_outputs_keep_lines_within_the_column(path):
     assert not long, f"{path}: printed lines over {OUTPUT_LINE_LIMIT} characters:\n" + "\n".join(long)
 
 
+@notebook
+def test_every_figure_has_alt_text(path):
+    """Screen readers read a figure's alt text.  MyST-NB takes it from the cell's
+    metadata (mystnb.image.alt), applied to every image of the cell, so a cell draws
+    one figure; an animation player gets its text from plotting.animation_html(alt=...).
+    """
+    problems = []
+    for i, cell in enumerate(_load(path)["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        outputs = cell.get("outputs", [])
+        images = sum("image/png" in o.get("data", {}) for o in outputs)
+        if images:
+            alt = cell["metadata"].get("mystnb", {}).get("image", {}).get("alt")
+            if not isinstance(alt, str) or len(alt.strip()) < 40:
+                problems.append(f"cell {i}: {images} figure(s), alt text {alt!r}")
+            elif "$" in alt or "\\" in alt:
+                problems.append(f"cell {i}: alt text is read aloud, write it without TeX: {alt[:60]!r}")
+            if images > 1:
+                problems.append(f"cell {i}: {images} figures share one alt text; split the cell")
+        for o in outputs:
+            html = o.get("data", {}).get("text/html", "")
+            html = html if isinstance(html, str) else "".join(html)
+            player = re.search(r'<img id="_anim_img[0-9a-f]*"([^>]*)>', html)
+            if player and "alt=" not in player.group(1):
+                problems.append(f"cell {i}: animation without alt text (animation_html(alt=...))")
+    assert not problems, f"{path}:\n" + "\n".join(problems)
+
+
 # ---------------------------------------------------------------------------------------
 # Citations
 # ---------------------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 Every HTML page of the built book is served from localhost and loaded with all
 other network access blocked (the site must work offline: no CDN). On every page:
 the math is typeset by the self-hosted MathJax (no raw TeX left, no TeX errors),
-every image has loaded, the console shows no error, no request to the site fails,
-every internal link (and its #anchor) resolves, no code-cell input or output needs a
-sideways scrollbar at 1280 px, nothing widens the page on a 390 px phone and no inline
-formula is cut off there, and each notebook page's Colab
-button opens that notebook from the repository in ``softmax_lib._meta``. The search
-page finds "logsumexp" and the theme switch turns dark mode on and off. A
-screenshot of each page is saved under ``_build/screenshots/``.
+every image has loaded and has alt text (words, not a file name), the console shows
+no error, no request to the site fails, every internal link (and its #anchor)
+resolves, no code-cell input or output needs a sideways scrollbar at 1280 px,
+nothing widens the page on a 390 px phone and no inline formula is cut off there,
+and each notebook page's Colab button opens that notebook from the repository in
+``softmax_lib._meta``. The search page finds "logsumexp" and the theme switch turns
+dark mode on and off. A screenshot of each page is saved under
+``_build/screenshots/``.
 
     make test-browser                                    # after make test-book
     SOFTMAX_BOOK_SITE=/path/to/_build/html pytest -m browser tests/test_site_browser.py
@@ -205,7 +206,8 @@ _VISIBLE_TEXT_JS = """() => {
 _IMAGES_JS = """async () => {
     const imgs = Array.from(document.images);
     await Promise.all(imgs.map(img => img.complete ? null : img.decode().catch(() => null)));
-    return imgs.map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0}));
+    return imgs.map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0,
+                             alt: (img.getAttribute('alt') || '').trim()}));
 }"""
 _WIDE_CODE_JS = """() => [...document.querySelectorAll('div.cell_input pre, div.cell_output pre')]
   .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
@@ -306,6 +308,10 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
     for image in page.evaluate(_IMAGES_JS):
         if not image["ok"]:
             problems.append(f"image not loaded: {image['src']}")
+        # a screen reader reads the alt text: a figure needs words, not its file name
+        # (notebook figures take theirs from the cell metadata mystnb.image.alt)
+        if not image["alt"] or re.search(r"\.(png|jpe?g|svg|gif)$|_images/", image["alt"]):
+            problems.append(f"image without alt text: {image['src'][-60:]} (alt={image['alt']!r})")
 
     problems += _check_links(page_path, page.evaluate(_LINKS_JS), base_url)
     # Layout: at 1280 px no code-cell input or printed output needs a sideways scrollbar
