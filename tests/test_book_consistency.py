@@ -180,25 +180,9 @@ def test_execution_counts_are_one_to_n_in_order(path):
 
 # PEP 8's limit: with _css/book.css a 79-character line fits the website's code column
 # from 1280 px wide (tests/test_site_browser.py checks the rendered pages) and Colab's.
-CODE_LINE_LIMIT = 79
-
-
-@notebook
-def test_code_cells_keep_lines_within_pep8_width(path):
-    long = [
-        f"cell {i}, line {j + 1} ({len(line)} characters): {line.strip()[:60]}"
-        for i, cell in enumerate(_load(path)["cells"])
-        if cell["cell_type"] == "code"
-        for j, line in enumerate(_source(cell).splitlines())
-        if len(line) > CODE_LINE_LIMIT
-    ]
-    assert not long, f"{path}: code lines over {CODE_LINE_LIMIT} characters:\n" + "\n".join(long)
-
-
-# What a cell prints (stream text, plain-text results and errors) fits the same column
-# (79 characters: the browser test found an 80th scrolling sideways at 1280 px); tabs
-# count as the spaces they print as.
-OUTPUT_LINE_LIMIT = 79
+# It holds for what a cell prints too (stream text and plain-text results; an 80th
+# character scrolled sideways in the browser test), tabs counted as the spaces they show.
+LINE_LIMIT = 79
 
 
 def _printed_text(output: dict) -> str:
@@ -206,20 +190,23 @@ def _printed_text(output: dict) -> str:
         text = output.get("text", "")
     else:
         text = output.get("data", {}).get("text/plain", "")
-    return text if isinstance(text, str) else "".join(text)
+    return (text if isinstance(text, str) else "".join(text)).expandtabs()
 
 
 @notebook
-def test_printed_outputs_keep_lines_within_the_column(path):
+def test_code_and_printed_lines_fit_the_column(path):
+    texts = []  # (where, text): each code cell's source, then what it printed
+    for i, cell in enumerate(_load(path)["cells"]):
+        if cell["cell_type"] == "code":
+            texts.append((f"cell {i} code", _source(cell)))
+            texts += [(f"cell {i} output", _printed_text(o)) for o in cell.get("outputs", [])]
     long = [
-        f"cell {i} ({len(line)} characters): {line.strip()[:60]}"
-        for i, cell in enumerate(_load(path)["cells"])
-        if cell["cell_type"] == "code"
-        for output in cell.get("outputs", [])
-        for line in _printed_text(output).expandtabs().splitlines()
-        if len(line) > OUTPUT_LINE_LIMIT
+        f"{where}, line {j + 1} ({len(line)} characters): {line.strip()[:60]}"
+        for where, text in texts
+        for j, line in enumerate(text.splitlines())
+        if len(line) > LINE_LIMIT
     ]
-    assert not long, f"{path}: printed lines over {OUTPUT_LINE_LIMIT} characters:\n" + "\n".join(long)
+    assert not long, f"{path}: lines over {LINE_LIMIT} characters:\n" + "\n".join(long)
 
 
 @notebook
