@@ -207,7 +207,10 @@ _IMAGES_JS = """async () => {
     const imgs = Array.from(document.images);
     await Promise.all(imgs.map(img => img.complete ? null : img.decode().catch(() => null)));
     return imgs.map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0,
-                             alt: (img.getAttribute('alt') || '').trim()}));
+                             alt: (img.getAttribute('alt') || '').trim(),
+                             // alt="" marks a decorative image, right when its link has words
+                             decorative: img.getAttribute('alt') === '' &&
+                                         !!(img.closest('a') && img.closest('a').textContent.trim())}));
 }"""
 _WIDE_CODE_JS = """() => [...document.querySelectorAll('div.cell_input pre, div.cell_output pre')]
   .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
@@ -310,6 +313,8 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
             problems.append(f"image not loaded: {image['src']}")
         # a screen reader reads the alt text: a figure needs words, not its file name
         # (notebook figures take theirs from the cell metadata mystnb.image.alt)
+        if image["decorative"]:
+            continue
         if not image["alt"] or re.search(r"\.(png|jpe?g|svg|gif)$|_images/", image["alt"]):
             problems.append(f"image without alt text: {image['src'][-60:]} (alt={image['alt']!r})")
 
@@ -380,6 +385,25 @@ def test_search_finds_logsumexp(page_and_recorder, base_url):
     page.screenshot(path=str(_screenshot_name("search--logsumexp")))
     assert not recorder.console_errors, recorder.console_errors
     assert not recorder.failed and not recorder.external, (recorder.failed, recorder.external)
+
+
+def test_one_search_field_on_a_wide_screen_and_a_search_button_on_a_phone(page_and_recorder, base_url):
+    # The theme's top bar used to add a second search field above the sidebar's on
+    # wide screens; on a phone the sidebar is hidden and the header's magnifier opens
+    # the search dialog.
+    page, _ = page_and_recorder
+    page.goto(base_url + "intro.html", wait_until="load")
+    visible_fields = """() => [...document.querySelectorAll('.search-button-field')]
+        .filter(e => e.offsetParent !== null).length"""
+    assert page.evaluate(visible_fields) == 1
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        button = page.locator("button.search-button__button:visible").first
+        button.click()
+        page.locator("#pst-search-dialog input[type=search], .search-button__search-container input").first.wait_for(
+            state="visible", timeout=5_000)
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def test_theme_switch_toggles_dark_mode(page_and_recorder, base_url):
