@@ -26,7 +26,7 @@ scale once, so every exponential is a native ``exp2`` and the saved log-sum-exp 
 ``log2`` of the normaliser.  Causal attention skips the blocks above the diagonal
 entirely and masks only the blocks on it (a separate loop stage).
 
-References: Dao et al. (2022), FlashAttention; Dao (2023), FlashAttention-2;
+References: Dao et al. (2022), FlashAttention; Dao (2024), FlashAttention-2;
 Milakov and Gimelshein (2018), online normaliser calculation.
 """
 
