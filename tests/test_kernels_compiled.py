@@ -224,6 +224,72 @@ def test_sass_outline_keeps_the_named_opcodes_in_order_and_merges_runs():
     assert report.sass_outline(["MUFU"]) == [("MUFU", 4)]
 
 
+#: Shared memory one program may use on a T4 (compute capability 7.5): 64 KiB.
+T4_SHARED_PER_PROGRAM = 65536
+
+
+def _fixed_then_smaller(kernel):
+    """A GPU's fixed tile of ``kernel`` and the smaller ones after it, as tuples."""
+    names = flash._BLOCK_NAMES[kernel]
+    fixed = flash._GPU_FIXED[kernel]
+    first = (fixed[names[0]], fixed[names[1]], fixed["num_warps"], fixed["num_stages"])
+    return [first, *flash._SMALLER[kernel]]
+
+
+T4_CASES = [(kernel, dtype, cfg) for kernel in ("fwd", "dkdv", "dq") for dtype in ("float16", "float32")
+            for cfg in _fixed_then_smaller(kernel)]
+
+
+@pytest.fixture(scope="module")
+def t4_reports():
+    # d = 128 and causal: the most shared memory any of these tiles asks for
+    requests = [C.flash_request(128, dtype, kernel=kernel, block_m=cfg[0], block_n=cfg[1], num_warps=cfg[2],
+                                num_stages=cfg[3], causal=True, tma=False, arch=75)
+                for kernel, dtype, cfg in T4_CASES]
+    requests += [C.flash_request(128, "float16", kernel=kernel, block_m=cfg[0], block_n=cfg[1],
+                                 num_warps=cfg[2], num_stages=cfg[3], causal=True, tma=False, arch=75)
+                 for kernel in ("fwd", "dkdv", "dq") for cfg in flash._SMALL_TUNING[kernel]]
+    keys = T4_CASES + [(kernel, "tuning", cfg) for kernel in ("fwd", "dkdv", "dq")
+                       for cfg in flash._SMALL_TUNING[kernel]]
+    return dict(zip(keys, C.reports(requests)))
+
+
+@pytest.mark.parametrize("kernel", ["fwd", "dkdv", "dq"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_on_a_t4_a_fixed_launch_finds_a_tile_that_fits_its_64_kib(t4_reports, kernel, dtype):
+    # Colab's default GPU: the fixed tile of a short or float32 launch may not fit there
+    # (it does not at d = 128); the launcher then takes the first smaller one that does.
+    shared = {cfg: t4_reports[(kernel, dtype, cfg)].shared_bytes for cfg in _fixed_then_smaller(kernel)}
+    chosen = flash._first_fitting(list(shared), shared.get, T4_SHARED_PER_PROGRAM)
+    assert shared[chosen] <= T4_SHARED_PER_PROGRAM, shared
+
+
+@pytest.mark.parametrize("kernel", ["fwd", "dkdv", "dq"])
+def test_on_a_t4_the_autotuner_has_a_candidate_that_fits(t4_reports, kernel):
+    # the autotuner skips candidates that run out of shared memory; one must remain
+    fits = [t4_reports[(kernel, "tuning", cfg)].shared_bytes <= T4_SHARED_PER_PROGRAM
+            for cfg in flash._SMALL_TUNING[kernel]]
+    assert any(fits)
+
+
+def test_on_hopper_the_fixed_tiles_fit_so_nothing_smaller_is_launched():
+    # float32 at d = 128 asks the most of them; the H200 keeps the fixed tile
+    names = {k: flash._BLOCK_NAMES[k] for k in flash._GPU_FIXED}
+    requests = [C.flash_request(128, "float32", kernel=k, block_m=c[names[k][0]], block_n=c[names[k][1]],
+                                num_warps=c["num_warps"], num_stages=c["num_stages"], causal=True, tma=False)
+                for k, c in flash._GPU_FIXED.items()]
+    for report in C.reports(requests):
+        assert report.shared_bytes <= MAX_SHARED_PER_PROGRAM
+
+
+def test_first_fitting_takes_the_first_that_fits_and_the_last_when_none_does():
+    sizes = {"a": 90, "b": 70, "c": 50}
+    assert flash._first_fitting(["a", "b", "c"], sizes.get, 80) == "b"
+    assert flash._first_fitting(["a", "b", "c"], sizes.get, 100) == "a"
+    assert flash._first_fitting(["a", "b", "c"], sizes.get, 10) == "c"
+    assert flash._first_fitting(["a", "b"], sizes.get, None) == "a"  # limit unknown: the first
+
+
 def test_on_an_a100_the_same_kernel_uses_mma_sync_instead():
     report = C.flash_report(64, "float16", block_m=128, block_n=64, num_warps=4, num_stages=3, tma=False,
                             arch=80)
@@ -241,7 +307,7 @@ def test_vector_bytes_reads_the_lanes_and_the_width(form, expected):
     (lambda: C.softmax_report(0), "n must be >= 1"),
     (lambda: C.softmax_report(1024, "int8"), "dtype must be one of"),
     (lambda: C.softmax_report(1024, direction="sideways"), "direction must be"),
-    (lambda: C.softmax_report(1024, arch=75), "arch must be one of"),
+    (lambda: C.softmax_report(1024, arch=70), "arch must be one of"),
     (lambda: C.flash_report(48), "head_dim must be"),
     (lambda: C.flash_report(64, kernel="bwd"), "kernel must be one of"),
     (lambda: C.vector_bytes("ld.global"), "form must name an element width"),

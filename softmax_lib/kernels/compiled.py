@@ -43,8 +43,9 @@ from ._common import alignment, resident_programs
 __all__ = ["KernelReport", "compile_kernel", "softmax_request", "softmax_report", "flash_request", "flash_report",
            "reports", "vector_bytes"]
 
-#: Architectures this module compiles for: compute capability x 10 (80 = A100, 90 = H100/H200).
-ARCHS = (80, 86, 89, 90)
+#: Architectures this module compiles for: compute capability x 10 (75 = T4, the GPU
+#: Colab lends by default; 80 = A100; 90 = H100/H200).
+ARCHS = (75, 80, 86, 89, 90)
 _DTYPES = {"float32": ("fp32", 4), "float16": ("fp16", 2), "bfloat16": ("bf16", 2)}
 _QUALIFIER = re.compile(r"\.(L1|L2)::\w+")
 

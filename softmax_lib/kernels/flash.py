@@ -332,10 +332,24 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, L, qk_scale, sm_scale,
 _FIXED_FWD = dict(BLOCK_M=32, BLOCK_N=16)
 _FIXED_DKDV = dict(BLOCK_M1=16, BLOCK_N1=32)
 _FIXED_DQ = dict(BLOCK_M2=32, BLOCK_N2=16)
-if not INTERPRETED:  # small, safe tiles for short sequences and float32 on a GPU
-    _FIXED_FWD = dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
-    _FIXED_DKDV = dict(BLOCK_M1=32, BLOCK_N1=64, num_warps=4, num_stages=2)
-    _FIXED_DQ = dict(BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=2)
+#: On a GPU: small, safe tiles for short sequences and float32.
+_GPU_FIXED = {"fwd": dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2),
+              "dkdv": dict(BLOCK_M1=32, BLOCK_N1=64, num_warps=4, num_stages=2),
+              "dq": dict(BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=2)}
+if not INTERPRETED:
+    _FIXED_FWD, _FIXED_DKDV, _FIXED_DQ = _GPU_FIXED["fwd"], _GPU_FIXED["dkdv"], _GPU_FIXED["dq"]
+
+#: Smaller tiles for GPUs with less shared memory per program than Hopper's 227 KiB: a
+#: T4, Colab's default GPU, grants 64 KiB, and the tiles above need up to 96 KiB there
+#: at d = 128 (float32 more).  ``(block_m, block_n, num_warps, num_stages)``, largest
+#: first; a fixed launch takes the first of [fixed tile] + these whose compiled kernel
+#: fits this GPU (:func:`_first_fitting`), checked for the T4 without one by
+#: tests/test_kernels_compiled.py.  The first entry of each list is also an autotuning
+#: candidate below compute capability 9 (16-bit inputs).
+_SMALLER = {"fwd": [(32, 16, 4, 1)],
+            "dkdv": [(32, 32, 4, 2), (16, 32, 4, 1)],
+            "dq": [(32, 32, 4, 2), (32, 16, 4, 1)]}
+_SMALL_TUNING = {"fwd": [(64, 32, 4, 2)], "dkdv": [(32, 32, 4, 2)], "dq": [(32, 32, 4, 2)]}
 
 #: Autotuning candidates per kernel and head dim: (block_m, block_n, num_warps, num_stages),
 #: optionally a fifth entry, a cap on the registers per thread (ptxas ``maxnreg``).
@@ -400,7 +414,7 @@ def _use_tma(q):
 def _configs(kernel):
     names = _BLOCK_NAMES[kernel]
     seen, out = set(), []
-    for cands in _TUNING[kernel].values():
+    for cands in [*_TUNING[kernel].values(), _SMALL_TUNING[kernel]]:
         for c in map(_candidate, cands):
             if c not in seen:
                 seen.add(c)
@@ -415,6 +429,11 @@ def _prune_for(kernel):
     def prune(configs, named_args, **kwargs):
         d = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
         wanted = set(map(_candidate, _TUNING[kernel].get(d, _TUNING[kernel][64])))
+        q = named_args.get("Q")
+        if q is not None and torch.cuda.get_device_capability(q.device)[0] < 9:
+            # less shared memory than Hopper's: the autotuner skips tiles that do
+            # not fit (OutOfResources), and this one fits everywhere
+            wanted |= set(map(_candidate, _SMALL_TUNING[kernel]))
         kept = [c for c in configs
                 if (c.kwargs[names[0]], c.kwargs[names[1]], c.num_warps, c.num_stages, c.maxnreg) in wanted]
         return kept or configs
@@ -433,6 +452,44 @@ else:  # pragma: no cover - needs a GPU
     _dq_tuned = _tuned("dq", _attn_bwd_dq, ["L", "HEAD_DIM", "CAUSAL"])
 
 
+def _first_fitting(candidates, shared_bytes, limit):
+    """The first of ``candidates`` whose kernel needs at most ``limit`` bytes of shared
+    memory (``shared_bytes(candidate)`` compiles it and says); the last one when none
+    does, so that launching it raises Triton's own out-of-resources error."""
+    for candidate in candidates:
+        if limit is None or shared_bytes(candidate) <= limit:
+            return candidate
+    return candidates[-1]
+
+
+_CHOSEN = {}  # (kernel, device, dtype, HEAD_DIM, CAUSAL, USE_TMA) -> launch config
+
+
+def _fixed_launch(kernel, jit_fn, make_args, grid, meta, device, dtype):
+    """Launch ``jit_fn`` with the fixed tile of ``kernel``, or with the largest of
+    :data:`_SMALLER` that fits this GPU's shared memory when the fixed one does not.
+    ``make_args(config)`` gives the positional arguments for a config, ``grid(config)``
+    the launch grid."""
+    fixed = {"fwd": _FIXED_FWD, "dkdv": _FIXED_DKDV, "dq": _FIXED_DQ}[kernel]
+    if INTERPRETED:
+        jit_fn[grid(fixed)](*make_args(fixed), **meta, **fixed)
+        return
+    key = (kernel, str(device), dtype, *sorted(meta.items()))
+    if key not in _CHOSEN:  # pragma: no cover - needs a GPU
+        names = _BLOCK_NAMES[kernel]
+        smaller = [dict(zip(names, c[:2]), num_warps=c[2], num_stages=c[3]) for c in _SMALLER[kernel]]
+        props = torch.cuda.get_device_properties(device)
+        limit = getattr(props, "shared_memory_per_block_optin", None)
+
+        def shared_bytes(config):
+            compiled = jit_fn.warmup(*make_args(config), **meta, **config, grid=(1,))
+            return compiled.metadata.shared
+
+        _CHOSEN[key] = _first_fitting([fixed, *smaller], shared_bytes, limit)
+    config = _CHOSEN[key]
+    jit_fn[grid(config)](*make_args(config), **meta, **config)
+
+
 def _autotuned(q):
     """Autotune only where it pays: on a GPU, 16-bit inputs, long sequences."""
     return (not INTERPRETED and q.dtype in (torch.float16, torch.bfloat16)
@@ -443,19 +500,21 @@ def _launch_fwd(q, k, v, causal, scale):
     B, H, L, d = q.shape
     o = torch.empty_like(q)
     lse = torch.empty((B, H, L), device=q.device, dtype=torch.float32)  # base-2 LSE
-    kd = vd = None
     use_tma = _use_tma(q)
-    if use_tma:
-        block_n = _FIXED_FWD["BLOCK_N"]  # replaced by the pre-hook when autotuned
-        kd, vd = (TensorDescriptor(t.view(B * H * L, d), shape=[B * H * L, d], strides=[d, 1],
-                                   block_shape=[block_n, d]) for t in (k, v))
-    args = (q, k, v, o, lse, kd, vd, L, scale * LOG2E)
+
+    def make_args(config):
+        kd = vd = None
+        if use_tma:  # the block shape is the tile's (the pre-hook sets it when autotuned)
+            kd, vd = (TensorDescriptor(t.view(B * H * L, d), shape=[B * H * L, d], strides=[d, 1],
+                                       block_shape=[config["BLOCK_N"], d]) for t in (k, v))
+        return (q, k, v, o, lse, kd, vd, L, scale * LOG2E)
+
+    meta = dict(HEAD_DIM=d, CAUSAL=causal, USE_TMA=use_tma)
     if _autotuned(q):  # pragma: no cover
-        _fwd_tuned[lambda m: (triton.cdiv(L, m["BLOCK_M"]), B * H)](
-            *args, HEAD_DIM=d, CAUSAL=causal, USE_TMA=use_tma)
+        _fwd_tuned[lambda m: (triton.cdiv(L, m["BLOCK_M"]), B * H)](*make_args(_FIXED_FWD), **meta)
     else:
-        grid = (triton.cdiv(L, _FIXED_FWD["BLOCK_M"]), B * H)
-        _attn_fwd[grid](*args, HEAD_DIM=d, CAUSAL=causal, USE_TMA=use_tma, **_FIXED_FWD)
+        _fixed_launch("fwd", _attn_fwd, make_args, lambda c: (triton.cdiv(L, c["BLOCK_M"]), B * H),
+                      meta, q.device, q.dtype)
     return o, lse
 
 
@@ -473,10 +532,11 @@ def _launch_bwd(do, q, k, v, o, lse, causal, scale):
         _dq_tuned[lambda m: (triton.cdiv(L, m["BLOCK_M2"]), B * H)](
             *dq_args, HEAD_DIM=d, CAUSAL=causal)
     else:
-        _attn_bwd_dkdv[(triton.cdiv(L, _FIXED_DKDV["BLOCK_N1"]), B * H)](
-            *dkdv_args, HEAD_DIM=d, CAUSAL=causal, **_FIXED_DKDV)
-        _attn_bwd_dq[(triton.cdiv(L, _FIXED_DQ["BLOCK_M2"]), B * H)](
-            *dq_args, HEAD_DIM=d, CAUSAL=causal, **_FIXED_DQ)
+        meta = dict(HEAD_DIM=d, CAUSAL=causal)
+        _fixed_launch("dkdv", _attn_bwd_dkdv, lambda c: dkdv_args,
+                      lambda c: (triton.cdiv(L, c["BLOCK_N1"]), B * H), meta, q.device, q.dtype)
+        _fixed_launch("dq", _attn_bwd_dq, lambda c: dq_args,
+                      lambda c: (triton.cdiv(L, c["BLOCK_M2"]), B * H), meta, q.device, q.dtype)
     return dq, dk, dv
 
 
