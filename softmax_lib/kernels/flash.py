@@ -340,12 +340,12 @@ if not INTERPRETED:
     _FIXED_FWD, _FIXED_DKDV, _FIXED_DQ = _GPU_FIXED["fwd"], _GPU_FIXED["dkdv"], _GPU_FIXED["dq"]
 
 #: Smaller tiles for GPUs with less shared memory per program than Hopper's 227 KiB: a
-#: T4, Colab's default GPU, grants 64 KiB, and the tiles above need up to 96 KiB there
-#: at d = 128 (float32 more).  ``(block_m, block_n, num_warps, num_stages)``, largest
-#: first; a fixed launch takes the first of [fixed tile] + these whose compiled kernel
-#: fits this GPU (:func:`_first_fitting`), checked for the T4 without one by
-#: tests/test_kernels_compiled.py.  The first entry of each list is also an autotuning
-#: candidate below compute capability 9 (16-bit inputs).
+#: T4, Colab's default GPU, grants 64 KiB, and at d = 128 the backward's tiles above
+#: need 80 KiB there in float16 and up to 104 KiB in float32.  ``(block_m, block_n,
+#: num_warps, num_stages)``, largest first; a fixed launch takes the first of [fixed
+#: tile] + these whose compiled kernel fits the GPU (:func:`_first_fitting`), checked
+#: for the T4 without one by tests/test_kernels_compiled.py.  ``_SMALL_TUNING`` holds
+#: one extra autotuning candidate per kernel, offered below compute capability 9.
 _SMALLER = {"fwd": [(32, 16, 4, 1)],
             "dkdv": [(32, 32, 4, 2), (16, 32, 4, 1)],
             "dq": [(32, 32, 4, 2), (32, 16, 4, 1)]}
@@ -463,6 +463,9 @@ def _first_fitting(candidates, shared_bytes, limit):
 
 
 _CHOSEN = {}  # (kernel, device, dtype, HEAD_DIM, CAUSAL, USE_TMA) -> launch config
+#: Shared memory one program may use on an H100/H200 (227 KiB): GPUs with at least as
+#: much launch the fixed tiles without checking.
+_HOPPER_SHARED = 232448
 
 
 def _fixed_launch(kernel, jit_fn, make_args, grid, meta, device, dtype):
@@ -485,7 +488,10 @@ def _fixed_launch(kernel, jit_fn, make_args, grid, meta, device, dtype):
             compiled = jit_fn.warmup(*make_args(config), **meta, **config, grid=(1,))
             return compiled.metadata.shared
 
-        _CHOSEN[key] = _first_fitting([fixed, *smaller], shared_bytes, limit)
+        if limit is None or limit >= _HOPPER_SHARED:  # the fixed tiles fit (tested for sm_90)
+            _CHOSEN[key] = fixed
+        else:
+            _CHOSEN[key] = _first_fitting([fixed, *smaller], shared_bytes, limit)
     config = _CHOSEN[key]
     jit_fn[grid(config)](*make_args(config), **meta, **config)
 
