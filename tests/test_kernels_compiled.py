@@ -53,19 +53,22 @@ def softmax_reports():
     return dict(zip(SOFTMAX_CASES, C.reports(requests)))
 
 
+def _tile_request(kernel, d, dtype, cfg, **options):
+    """flash_request for a tile given as (block_m, block_n, num_warps, num_stages[, maxnreg])."""
+    cfg = flash._candidate(cfg)
+    return C.flash_request(d, dtype, kernel=kernel, block_m=cfg[0], block_n=cfg[1], num_warps=cfg[2],
+                           num_stages=cfg[3], maxnreg=cfg[4], **options)
+
+
 @pytest.fixture(scope="module")
 def flash_reports():
-    requests = [C.flash_request(d, "bfloat16", kernel=kernel, block_m=cfg[0], block_n=cfg[1], num_warps=cfg[2],
-                                  num_stages=cfg[3], maxnreg=cfg[4])
-                for kernel, d, cfg in FLASH_CASES]
+    requests = [_tile_request(kernel, d, "bfloat16", cfg) for kernel, d, cfg in FLASH_CASES]
     return dict(zip([(k, d, cfg) for k, d, cfg in FLASH_CASES], C.reports(requests)))
 
 
 @pytest.fixture(scope="module")
 def causal_flash_reports():
-    requests = [C.flash_request(d, "bfloat16", kernel=kernel, block_m=cfg[0], block_n=cfg[1], num_warps=cfg[2],
-                                  num_stages=cfg[3], maxnreg=cfg[4], causal=True)
-                for kernel, d, cfg in FLASH_CASES]
+    requests = [_tile_request(kernel, d, "bfloat16", cfg, causal=True) for kernel, d, cfg in FLASH_CASES]
     return dict(zip([(k, d, cfg) for k, d, cfg in FLASH_CASES], C.reports(requests)))
 
 
@@ -243,11 +246,9 @@ T4_CASES = [(kernel, dtype, cfg) for kernel in ("fwd", "dkdv", "dq") for dtype i
 @pytest.fixture(scope="module")
 def t4_reports():
     # d = 128 and causal: the most shared memory any of these tiles asks for
-    requests = [C.flash_request(128, dtype, kernel=kernel, block_m=cfg[0], block_n=cfg[1], num_warps=cfg[2],
-                                num_stages=cfg[3], causal=True, tma=False, arch=75)
-                for kernel, dtype, cfg in T4_CASES]
-    requests += [C.flash_request(128, "float16", kernel=kernel, block_m=cfg[0], block_n=cfg[1],
-                                 num_warps=cfg[2], num_stages=cfg[3], causal=True, tma=False, arch=75)
+    t4 = dict(causal=True, tma=False, arch=75)
+    requests = [_tile_request(kernel, 128, dtype, cfg, **t4) for kernel, dtype, cfg in T4_CASES]
+    requests += [_tile_request(kernel, 128, "float16", cfg, **t4)
                  for kernel in ("fwd", "dkdv", "dq") for cfg in flash._SMALL_TUNING[kernel]]
     keys = T4_CASES + [(kernel, "tuning", cfg) for kernel in ("fwd", "dkdv", "dq")
                        for cfg in flash._SMALL_TUNING[kernel]]
@@ -274,10 +275,8 @@ def test_on_a_t4_the_autotuner_has_a_candidate_that_fits(t4_reports, kernel):
 
 def test_on_hopper_the_fixed_tiles_fit_so_nothing_smaller_is_launched():
     # float32 at d = 128 asks the most of them; the H200 keeps the fixed tile
-    names = {k: flash._BLOCK_NAMES[k] for k in flash._GPU_FIXED}
-    requests = [C.flash_request(128, "float32", kernel=k, block_m=c[names[k][0]], block_n=c[names[k][1]],
-                                num_warps=c["num_warps"], num_stages=c["num_stages"], causal=True, tma=False)
-                for k, c in flash._GPU_FIXED.items()]
+    requests = [_tile_request(k, 128, "float32", _fixed_then_smaller(k)[0], causal=True, tma=False)
+                for k in flash._GPU_FIXED]
     for report in C.reports(requests):
         assert report.shared_bytes <= MAX_SHARED_PER_PROGRAM
 

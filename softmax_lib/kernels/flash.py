@@ -479,18 +479,18 @@ def _fixed_launch(kernel, jit_fn, make_args, grid, meta, device, dtype):
         return
     key = (kernel, str(device), dtype, *sorted(meta.items()))
     if key not in _CHOSEN:  # pragma: no cover - needs a GPU
-        names = _BLOCK_NAMES[kernel]
-        smaller = [dict(zip(names, c[:2]), num_warps=c[2], num_stages=c[3]) for c in _SMALLER[kernel]]
         props = torch.cuda.get_device_properties(device)
         limit = getattr(props, "shared_memory_per_block_optin", None)
-
-        def shared_bytes(config):
-            compiled = jit_fn.warmup(*make_args(config), **meta, **config, grid=(1,))
-            return compiled.metadata.shared
-
         if limit is None or limit >= _HOPPER_SHARED:  # the fixed tiles fit (tested for sm_90)
             _CHOSEN[key] = fixed
         else:
+            names = _BLOCK_NAMES[kernel]
+            smaller = [dict(zip(names, c[:2]), num_warps=c[2], num_stages=c[3]) for c in _SMALLER[kernel]]
+
+            def shared_bytes(config):
+                compiled = jit_fn.warmup(*make_args(config), **meta, **config, grid=(1,))
+                return compiled.metadata.shared
+
             _CHOSEN[key] = _first_fitting([fixed, *smaller], shared_bytes, limit)
     config = _CHOSEN[key]
     jit_fn[grid(config)](*make_args(config), **meta, **config)
