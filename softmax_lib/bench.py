@@ -15,7 +15,7 @@ them too): :func:`provenance`, :func:`time_ms`, :func:`time_ms_graph`,
 Command line::
 
     python -m softmax_lib.bench --out DIR [--only softmax|attention|tune] [--quick]
-                                [--budget-s SECONDS] [--resume]
+                                [--budget-s SECONDS] [--resume] [--tuned FILE]
 
 A run can be cut into several processes (a machine lent for a few minutes at a
 time): ``--budget-s`` stops starting new measurements after that many seconds,
@@ -26,6 +26,11 @@ to mix in rows measured on another GPU model, driver or torch/triton version, or
 other sizes or repetitions (:func:`resume_from`).  Each process is
 listed in the file's ``parts``; ratios are still taken within one process (a row is
 measured whole, with the copy bandwidth of its own process).
+
+``--only tune`` times the cooperative kernel's settings (:func:`tune_cooperative`);
+``--tuned FILE`` then measures with the tables that sweep suggests (:func:`apply_tuning`),
+so that one session on a GPU can do both.  The softmax results record the launch tables
+they were measured with (:func:`launch_tables`).
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ __all__ = [
     "softmax_targets",
     "suggest_table",
     "tune_cooperative",
+    "launch_tables",
+    "apply_tuning",
     "main",
 ]
 
@@ -541,8 +548,8 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     ``torch_compile``, and for rows that start inside 16-byte vectors
     ``triton_entrywise``, the kernels that read them entry by entry instead of through
     aligned windows); ``copy_gbs`` per dtype is the first process's copy bandwidth
-    (each row carries the one it was divided by).  The files are rewritten after every
-    row length; ``deadline`` (a :class:`Deadline`) stops the sweep early, leaving
+    (each row carries the one it was divided by); ``launch_tables`` the kernels' settings
+    (:func:`launch_tables`).  The files are rewritten after every row length; ``deadline`` (a :class:`Deadline`) stops the sweep early, leaving
     ``"complete": false``, and ``resume`` continues such files (:func:`resume_from`).
     Returns ``{"forward": ..., "backward": ...}``, the two files' contents.
     """
@@ -552,7 +559,8 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
 
     ns = SOFTMAX_NS if ns is None else list(ns)
     here = provenance()
-    expect = {"elements": elements, "rep": rep, "with_compile": with_compile}
+    expect = {"elements": elements, "rep": rep, "with_compile": with_compile,
+              "launch_tables": launch_tables()}
     prior = {d: resume_from(f"softmax_{d}", out_dir, f"softmax_{d}", here, expect) if resume else None
              for d in ("forward", "backward")}
     if (prior["forward"] is None) != (prior["backward"] is None):
@@ -563,6 +571,7 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     copy = dict((prior["forward"] or {}).get("copy_gbs", {}))
     copy_here = {}
     common = {"elements": elements, "rep": rep, "with_compile": with_compile, "copy_gbs": copy,
+              "launch_tables": expect["launch_tables"],
               "bytes_counted": "forward 2*M*N*itemsize, backward 3*M*N*itemsize",
               "timing": f"median of {rep} CUDA-event timings, L2 flushed before each; "
                         "host_us: host time to queue one call, not waiting for the GPU; "
@@ -833,6 +842,58 @@ def tune_cooperative(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtyp
     return result
 
 
+def launch_tables() -> dict[str, dict[str, list]]:
+    """The softmax kernels' launch tables in this process, as plain lists.
+
+    ``{"fused": {"forward:4": [[4096, 8192, 16, 1, 0], ...], ...}, "cooperative": {...}}``:
+    ``fused_softmax.FUSED_CONFIGS`` and ``long_rows.COOPERATIVE_CONFIGS``, keyed by
+    direction and bytes per entry.  :func:`bench_softmax` stores them with its results,
+    so that a stored result says which settings it measured (and a run is resumed only
+    with the same ones).
+    """
+    from .kernels import fused_softmax as fs
+    from .kernels import long_rows as lr
+
+    def plain(table):
+        return {f"{direction}:{size}": [list(entry) for entry in entries]
+                for (direction, size), entries in sorted(table.items())}
+
+    return {"fused": plain(fs.FUSED_CONFIGS), "cooperative": plain(lr.COOPERATIVE_CONFIGS)}
+
+
+def apply_tuning(tuning: dict[str, Any]) -> dict[str, list]:
+    """Launch the cooperative kernels, in this process, with the tables a tuning sweep
+    suggests, so that one session on a GPU can tune and then measure with the result.
+
+    ``tuning`` is the payload of ``softmax_cooperative_tuning.json``
+    (:func:`tune_cooperative`); each table in its ``"suggested"`` (one per direction and
+    dtype measured through) replaces ``long_rows.COOPERATIVE_CONFIGS``'s entry for that
+    direction and bytes per entry.  The rest keep the code's tables.  Returns what was
+    replaced, as ``{"forward:float32": [[n, segment bytes, warps, prefetch], ...]}``.
+    Copy the same tables into ``long_rows.py`` before committing results measured so:
+    the stored results record their tables (:func:`launch_tables`), and the tests compare
+    them with the code's.
+    """
+    from .kernels import long_rows as lr
+
+    if not isinstance(tuning, dict) or tuning.get("kind") != "softmax_cooperative_tuning":
+        kind = tuning.get("kind") if isinstance(tuning, dict) else type(tuning).__name__
+        raise ValueError(f"tuning must be the payload of softmax_cooperative_tuning.json, got {kind!r}")
+    sizes = {"float32": 4, "float16": 2, "bfloat16": 2}
+    applied = {}
+    for key, table in tuning.get("suggested", {}).items():
+        direction, _, dtype_name = key.partition(":")
+        if (direction, sizes.get(dtype_name)) not in lr.COOPERATIVE_CONFIGS:
+            raise ValueError(f"tuning suggests a table for {key!r}, which names no direction and dtype")
+        entries = [(int(n), int(seg), int(warps), bool(prefetch)) for n, seg, warps, prefetch in table]
+        if not entries or [e[0] for e in entries] != sorted({e[0] for e in entries}):
+            raise ValueError(f"tuning's table for {key!r} must list ascending row lengths, got {table!r}")
+        applied[key] = ((direction, sizes[dtype_name]), entries)
+    for key, (table_key, entries) in applied.items():  # all checked: now replace
+        lr.COOPERATIVE_CONFIGS[table_key] = entries
+    return {key: [list(e) for e in entries] for key, (_, entries) in applied.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m softmax_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(_CHECKOUT_RESULTS), help="folder for the JSON results")
@@ -844,15 +905,29 @@ def main(argv=None) -> int:
                              "with \"complete\": false")
     parser.add_argument("--resume", action="store_true",
                         help="continue unfinished result files in --out")
+    parser.add_argument("--tuned", default=None, metavar="FILE",
+                        help="measure the softmax kernels with the cooperative tables this tuning file "
+                             "(softmax_cooperative_tuning.json) suggests, instead of the code's")
     args = parser.parse_args(argv)
     if args.budget_s is not None and not args.budget_s > 0:
         parser.error(f"--budget-s must be positive, got {args.budget_s}")
+    if args.tuned is not None and args.only == "tune":
+        parser.error("--tuned applies to the measurements, not to a tuning sweep")
+    tuning = None
+    if args.tuned is not None:
+        try:
+            tuning = json.loads(pathlib.Path(args.tuned).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--tuned: cannot read {args.tuned}: {exc}")
     import torch
 
     if not torch.cuda.is_available():
         print("no CUDA GPU here: benchmarks are measured on a GPU (see chapters/results)", file=sys.stderr)
         return 1
     print(json.dumps(provenance()), flush=True)
+    if tuning is not None:
+        for key, table in apply_tuning(tuning).items():
+            print(f"tuned cooperative table {key}: {table}", flush=True)
     deadline = Deadline(args.budget_s)
     if args.only == "tune":
         tune_cooperative(args.out, ns=[2**16, 2**20] if args.quick else None, rep=10 if args.quick else 20,

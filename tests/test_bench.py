@@ -401,6 +401,104 @@ def test_a_tuning_sweep_resumes_per_row_length_and_suggests_a_table_only_when_co
     assert bench.tune_cooperative(tmp_path, resume=True, **args) == stored and len(calls) == 4
 
 
+def _tuning_payload(suggested):
+    return {"kind": "softmax_cooperative_tuning", "suggested": suggested}
+
+
+def test_launch_tables_are_the_kernels_tables_as_plain_lists():
+    pytest.importorskip("triton")
+    from softmax_lib.kernels import fused_softmax as fs
+    from softmax_lib.kernels import long_rows as lr
+
+    tables = bench.launch_tables()
+    assert json.loads(json.dumps(tables)) == tables  # stored and compared as JSON
+    for name, source in (("fused", fs.FUSED_CONFIGS), ("cooperative", lr.COOPERATIVE_CONFIGS)):
+        assert {(k.split(":")[0], int(k.split(":")[1])): [tuple(e) for e in v]
+                for k, v in tables[name].items()} == {k: [tuple(e) for e in v] for k, v in source.items()}
+
+
+def test_a_tuning_file_replaces_the_cooperative_tables_it_suggests_and_only_those(monkeypatch):
+    pytest.importorskip("triton")
+    from softmax_lib.kernels import fused_softmax as fs
+    from softmax_lib.kernels import long_rows as lr
+
+    monkeypatch.setattr(lr, "COOPERATIVE_CONFIGS", {k: list(v) for k, v in lr.COOPERATIVE_CONFIGS.items()})
+    before = bench.launch_tables()
+    applied = bench.apply_tuning(_tuning_payload(
+        {"forward:bfloat16": [[2**17, 8192, 8, True], [2**20, 32768, 4, False]]}))
+    assert applied == {"forward:bfloat16": [[2**17, 8192, 8, True], [2**20, 32768, 4, False]]}
+    assert lr.COOPERATIVE_CONFIGS[("forward", 2)] == [(2**17, 8192, 8, True), (2**20, 32768, 4, False)]
+    # the launcher reads the new table: 2**17 and shorter, then the last entry for longer rows
+    assert lr.cooperative_config("forward", 2, 2**16) == (8192, 8, True)
+    assert lr.cooperative_config("forward", 2, 2**21) == (32768, 4, False)
+    assert fs._segment(2**18, None, "cooperative", 2, "forward") == 32768 // 2
+    after = bench.launch_tables()
+    assert after["cooperative"]["forward:2"] == [[2**17, 8192, 8, True], [2**20, 32768, 4, False]]
+    assert {k: v for k, v in after["cooperative"].items() if k != "forward:2"} == \
+        {k: v for k, v in before["cooperative"].items() if k != "forward:2"}
+    assert after["fused"] == before["fused"]
+
+
+@pytest.mark.parametrize("payload, match", [
+    ({"kind": "softmax_forward", "suggested": {}}, "softmax_forward"),
+    ([], "list"),
+    (_tuning_payload({"sideways:float32": [[2**20, 16384, 4, False]]}), "sideways"),
+    (_tuning_payload({"forward:int8": [[2**20, 16384, 4, False]]}), "int8"),
+    (_tuning_payload({"forward:float32": [[2**20, 8192, 4, False]], "backward:float32": []}), "ascending"),
+    (_tuning_payload({"forward:float32": [[2**20, 16384, 4, False], [2**16, 8192, 4, False]]}), "ascending"),
+])
+def test_a_tuning_file_that_is_not_one_is_refused_before_anything_changes(payload, match, monkeypatch):
+    pytest.importorskip("triton")
+    from softmax_lib.kernels import long_rows as lr
+
+    monkeypatch.setattr(lr, "COOPERATIVE_CONFIGS", {k: list(v) for k, v in lr.COOPERATIVE_CONFIGS.items()})
+    before = bench.launch_tables()
+    with pytest.raises(ValueError, match=match):
+        bench.apply_tuning(payload)
+    assert bench.launch_tables() == before
+
+
+def test_a_softmax_run_records_its_launch_tables_and_resumes_only_with_the_same(tmp_path, monkeypatch):
+    pytest.importorskip("triton")
+    from softmax_lib.kernels import long_rows as lr
+
+    def fake_rows(fs, n, dtype_name, copy_gbs, elements, with_compile, rep):
+        row = {"n": n, "m": elements // n, "copy_gbs": copy_gbs, "triton": {"fraction_of_copy": 0.5}}
+        return dict(row), dict(row)
+
+    monkeypatch.setattr(lr, "COOPERATIVE_CONFIGS", {k: list(v) for k, v in lr.COOPERATIVE_CONFIGS.items()})
+    monkeypatch.setattr(bench, "_softmax_rows", fake_rows)
+    monkeypatch.setattr(bench, "_softmax_copy_gbs", lambda elements, dtype, itemsize: 4000.0)
+    _fake_gpu(monkeypatch, HERE)
+    args = dict(ns=[256, 1024], elements=2**12, dtypes=("float32",), with_compile=False)
+    bench.bench_softmax(tmp_path, deadline=_After(1), **args)
+    stored = bench.load_results("softmax_forward", tmp_path)
+    assert stored["launch_tables"] == bench.launch_tables() and stored["complete"] is False
+    bench.apply_tuning(_tuning_payload({"backward:float32": [[2**20, 8192, 8, True]]}))
+    with pytest.raises(ValueError, match="launch_tables"):  # other settings: not the same kernels
+        bench.bench_softmax(tmp_path, resume=True, **args)
+
+
+def test_stored_softmax_results_were_measured_with_the_launch_tables_in_the_code():
+    pytest.importorskip("triton")
+    folder = bench.results_dir()
+    stored = [json.loads(p.read_text()) for p in sorted(folder.glob("softmax_*ward.json"))] if folder else []
+    recorded = [s["launch_tables"] for s in stored if "launch_tables" in s]
+    if not recorded:
+        pytest.skip("the stored softmax results predate recorded launch tables")
+    for tables in recorded:  # paste a tuning run's tables into the code before storing its results
+        assert tables == bench.launch_tables()
+
+
+def test_the_command_line_refuses_a_tuning_file_it_cannot_use(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "tune", "--tuned", str(tmp_path / "t.json")])
+    assert "--tuned applies to the measurements" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--tuned", str(tmp_path / "missing.json")])
+    assert "cannot read" in capsys.readouterr().err
+
+
 def test_a_budget_must_be_positive():
     with pytest.raises(SystemExit):
         bench.main(["--budget-s", "0"])
