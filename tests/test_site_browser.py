@@ -237,6 +237,12 @@ _CLIPPED_MATH_JS = """() => [...document.querySelectorAll('mjx-container:not([di
             (m.querySelector('mjx-assistive-mml') || m).textContent.slice(0, 60)];
   })
   .filter(x => x[0] > 0 && x[2])"""
+# Display math scrolls inside its own box when it is wider than the column; book's
+# _css/fit_math.js shrinks one that is at most a quarter too wide (to 80 % at least).
+_WIDE_DISPLAY_MATH_JS = """() => [...document.querySelectorAll('mjx-container[display="true"]')]
+  .filter(m => m.clientWidth > 0)
+  .map(m => [m.scrollWidth, m.clientWidth, m.dataset.fitScale || null,
+             (m.querySelector('mjx-assistive-mml') || m).textContent.slice(0, 60)])"""
 _LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
 
 
@@ -324,6 +330,9 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
     # sizes code to fit) ...
     for width, line in page.evaluate(_WIDE_CODE_JS):
         problems.append(f"code cell scrolls sideways at 1280 px ({width} px): {line!r}")
+    for need, room, scale, formula in page.evaluate(_WIDE_DISPLAY_MATH_JS):
+        if need > room + 1 or scale != "1":  # fits at full size (and fit_math.js ran)
+            problems.append(f"at 1280 px display math needs {need} px of {room} (scale {scale}): {formula!r}")
     # ... and on a phone nothing pushes the whole page sideways, and no inline formula
     # is wider than its paragraph (wide formulas belong in display math).
     page.set_viewport_size({"width": 390, "height": 844})
@@ -333,6 +342,10 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
         problems.append(f"at 390 px the page is {overflow} px wider than the screen")
     for width, room, _, formula in page.evaluate(_CLIPPED_MATH_JS):
         problems.append(f"at 390 px inline math {width} px wide is cut off ({room} px of room): {formula!r}")
+    page.wait_for_timeout(200)  # fit_math.js refits on the next frame after a resize
+    for need, room, scale, formula in page.evaluate(_WIDE_DISPLAY_MATH_JS):
+        if need > room + 1:  # more than a quarter too wide: split it (aligned, gathered)
+            problems.append(f"at 390 px display math scrolls: {need} px in {room} (scale {scale}): {formula!r}")
     page.set_viewport_size({"width": 1280, "height": 900})
     problems += [f"console error: {e}" for e in recorder.console_errors]
     problems += [f"failed request: {e}" for e in recorder.failed]
