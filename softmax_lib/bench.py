@@ -549,8 +549,9 @@ def bench_softmax(out_dir, *, ns=None, elements: int = SOFTMAX_ELEMENTS, dtypes=
     ``triton_entrywise``, the kernels that read them entry by entry instead of through
     aligned windows); ``copy_gbs`` per dtype is the first process's copy bandwidth
     (each row carries the one it was divided by); ``launch_tables`` the kernels' settings
-    (:func:`launch_tables`).  The files are rewritten after every row length; ``deadline`` (a :class:`Deadline`) stops the sweep early, leaving
-    ``"complete": false``, and ``resume`` continues such files (:func:`resume_from`).
+    (:func:`launch_tables`).  The files are rewritten after every row length; ``deadline``
+    (a :class:`Deadline`) stops the sweep early, leaving ``"complete": false``, and
+    ``resume`` continues such files (:func:`resume_from`).
     Returns ``{"forward": ..., "backward": ...}``, the two files' contents.
     """
     import torch
@@ -926,7 +927,11 @@ def main(argv=None) -> int:
         return 1
     print(json.dumps(provenance()), flush=True)
     if tuning is not None:
-        for key, table in apply_tuning(tuning).items():
+        try:
+            applied = apply_tuning(tuning)
+        except ValueError as exc:
+            parser.error(f"--tuned: {exc}")
+        for key, table in applied.items():
             print(f"tuned cooperative table {key}: {table}", flush=True)
     deadline = Deadline(args.budget_s)
     if args.only == "tune":
