@@ -5,7 +5,8 @@
  * quarter too wide, this shrinks it to fit (to 80 % of its size at the least, which
  * stays legible); a wider one keeps its scroll bar.  On a wide screen nothing changes.
  * It runs once MathJax has typeset the page, again whenever the window's width
- * changes, and after a click (which may open a hidden solution).  tests/test_site_browser.py checks the result at 390 px.
+ * changes, and after a click (which may open a hidden solution).
+ * tests/test_site_browser.py checks the result at 390 px.
  */
 (function () {
   "use strict";

@@ -405,6 +405,15 @@ def _tuning_payload(suggested):
     return {"kind": "softmax_cooperative_tuning", "suggested": suggested}
 
 
+@pytest.fixture
+def own_tables(monkeypatch):
+    """A copy of the cooperative tables for this test, so that apply_tuning cannot leak."""
+    pytest.importorskip("triton")
+    from softmax_lib.kernels import long_rows as lr
+
+    monkeypatch.setattr(lr, "COOPERATIVE_CONFIGS", {k: list(v) for k, v in lr.COOPERATIVE_CONFIGS.items()})
+
+
 def test_launch_tables_are_the_kernels_tables_as_plain_lists():
     pytest.importorskip("triton")
     from softmax_lib.kernels import fused_softmax as fs
@@ -417,12 +426,10 @@ def test_launch_tables_are_the_kernels_tables_as_plain_lists():
                 for k, v in tables[name].items()} == {k: [tuple(e) for e in v] for k, v in source.items()}
 
 
-def test_a_tuning_file_replaces_the_cooperative_tables_it_suggests_and_only_those(monkeypatch):
-    pytest.importorskip("triton")
+def test_a_tuning_file_replaces_the_cooperative_tables_it_suggests_and_only_those(own_tables):
     from softmax_lib.kernels import fused_softmax as fs
     from softmax_lib.kernels import long_rows as lr
 
-    monkeypatch.setattr(lr, "COOPERATIVE_CONFIGS", {k: list(v) for k, v in lr.COOPERATIVE_CONFIGS.items()})
     before = bench.launch_tables()
     applied = bench.apply_tuning(_tuning_payload(
         {"forward:bfloat16": [[2**17, 8192, 8, True], [2**20, 32768, 4, False]]}))
@@ -447,26 +454,19 @@ def test_a_tuning_file_replaces_the_cooperative_tables_it_suggests_and_only_thos
     (_tuning_payload({"forward:float32": [[2**20, 8192, 4, False]], "backward:float32": []}), "ascending"),
     (_tuning_payload({"forward:float32": [[2**20, 16384, 4, False], [2**16, 8192, 4, False]]}), "ascending"),
 ])
-def test_a_tuning_file_that_is_not_one_is_refused_before_anything_changes(payload, match, monkeypatch):
-    pytest.importorskip("triton")
-    from softmax_lib.kernels import long_rows as lr
-
-    monkeypatch.setattr(lr, "COOPERATIVE_CONFIGS", {k: list(v) for k, v in lr.COOPERATIVE_CONFIGS.items()})
+def test_a_tuning_file_that_is_not_one_is_refused_before_anything_changes(payload, match, own_tables):
     before = bench.launch_tables()
     with pytest.raises(ValueError, match=match):
         bench.apply_tuning(payload)
     assert bench.launch_tables() == before
 
 
-def test_a_softmax_run_records_its_launch_tables_and_resumes_only_with_the_same(tmp_path, monkeypatch):
-    pytest.importorskip("triton")
-    from softmax_lib.kernels import long_rows as lr
-
+def test_a_softmax_run_records_its_launch_tables_and_resumes_only_with_the_same(tmp_path, monkeypatch,
+                                                                              own_tables):
     def fake_rows(fs, n, dtype_name, copy_gbs, elements, with_compile, rep):
         row = {"n": n, "m": elements // n, "copy_gbs": copy_gbs, "triton": {"fraction_of_copy": 0.5}}
         return dict(row), dict(row)
 
-    monkeypatch.setattr(lr, "COOPERATIVE_CONFIGS", {k: list(v) for k, v in lr.COOPERATIVE_CONFIGS.items()})
     monkeypatch.setattr(bench, "_softmax_rows", fake_rows)
     monkeypatch.setattr(bench, "_softmax_copy_gbs", lambda elements, dtype, itemsize: 4000.0)
     _fake_gpu(monkeypatch, HERE)
