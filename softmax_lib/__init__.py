@@ -40,6 +40,7 @@ _SUBMODULES = (
     "bench",
     "bench_cpu",
     "bench_attention",
+    "bench_softmax",
 )
 
 __all__ = [

@@ -21,7 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from softmax_lib import bench  # noqa: E402
+from softmax_lib import bench_softmax  # noqa: E402
 from softmax_lib.kernels import compiled as C  # noqa: E402
 from softmax_lib.kernels import flash  # noqa: E402
 from softmax_lib.kernels import fused_softmax as fs  # noqa: E402
@@ -338,7 +338,8 @@ def test_cooperative_settings_come_from_the_table():
 
 
 #: Every setting the tuner may time, at the longest row the benchmark measures.
-TUNING_CASES = [(direction, dtype, cfg) for (direction, size), cands in sorted(bench.COOPERATIVE_CANDIDATES.items())
+TUNING_CASES = [(direction, dtype, cfg)
+                for (direction, size), cands in sorted(bench_softmax.COOPERATIVE_CANDIDATES.items())
                 for dtype in (("float32",) if size == 4 else ("bfloat16",)) for cfg in cands]
 
 
