@@ -220,7 +220,8 @@ def _rows_config(n: int, grid_rows: int, direction: str = "forward", itemsize: i
         warps = max(warps, min(32, rows * block_n // per_warp))
     tiles = triton.cdiv(grid_rows, rows)
     grid = tiles
-    if per_sm:  # persistent: as many programs as fit at once (the interpreter: a few, to test the loop)
+    if per_sm:  # persistent: per_sm programs per multiprocessor loop over the tiles (measured; where
+        # fewer fit at once, the rest wait for a slot); the interpreter: a few, to test the loop
         if sm_count is None:
             sm_count = 1 if INTERPRETED else torch.cuda.get_device_properties(
                 torch.cuda.current_device()).multi_processor_count
