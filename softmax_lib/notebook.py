@@ -17,7 +17,7 @@ import numpy as np
 
 from .plotting import use_book_style
 
-__all__ = ["setup", "glue", "table", "in_colab"]
+__all__ = ["setup", "glue", "table", "markdown_table", "in_colab"]
 
 
 def in_colab() -> bool:
@@ -71,15 +71,25 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     return value
 
 
-def table(rows: Sequence[Sequence[Any]], columns: Sequence[str], *, floatfmt: str = "{:.6g}") -> None:
-    """Display rows as a Markdown table (floats formatted with ``floatfmt``)."""
-    from IPython.display import Markdown, display
+def markdown_table(rows: Sequence[Sequence[Any]], columns: Sequence[str], *, floatfmt: str = "{:.6g}") -> str:
+    """Rows as a Markdown (GitHub-style) table: floats formatted with ``floatfmt``, and
+    ``|`` inside a heading or a cell escaped, so that it cannot split the cell."""
 
     def cell(v):
-        if isinstance(v, (float, np.floating)):
-            return floatfmt.format(float(v))
-        return str(v)
+        text = floatfmt.format(float(v)) if isinstance(v, (float, np.floating)) else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] * len(columns)) + "|"]
+    rows = [list(row) for row in rows]
+    for i, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise ValueError(f"rows[{i}] has {len(row)} cells, but there are {len(columns)} columns")
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join(["---"] * len(columns)) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    display(Markdown("\n".join(lines)))
+    return "\n".join(lines)
+
+
+def table(rows: Sequence[Sequence[Any]], columns: Sequence[str], *, floatfmt: str = "{:.6g}") -> None:
+    """Display rows as a Markdown table (:func:`markdown_table`)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(markdown_table(rows, columns, floatfmt=floatfmt)))

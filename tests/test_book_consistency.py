@@ -311,3 +311,24 @@ def test_every_toc_entry_exists():
     absent = [f for f in files if not any((ROOT / f"{f.removesuffix('.ipynb').removesuffix('.md')}{ext}").is_file()
                                           for ext in (".ipynb", ".md"))]
     assert not absent, f"listed in _toc.yml but missing: {absent}"
+
+
+def _table_cells(line: str) -> int:
+    """Cells of one Markdown table row: the pipes that are not escaped, less one."""
+    return len(re.findall(r"(?<!\\)\|", line.strip())) - 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_every_printed_table_has_as_many_cells_in_each_row_as_columns(path):
+    # a '|' inside a cell that is not escaped splits it, and the website shows the
+    # table as a paragraph of pipes (softmax_lib.notebook.markdown_table escapes them)
+    for index, cell in enumerate(_load(path)["cells"]):
+        for output in cell.get("outputs", []):
+            text = output.get("data", {}).get("text/markdown")
+            lines = [line for line in _source({"source": text or ""}).splitlines()
+                     if line.startswith("|")]
+            if len(lines) < 2 or not re.fullmatch(r"\|(-+\|)+", lines[1].strip()):
+                continue
+            width = _table_cells(lines[0])
+            assert [_table_cells(line) for line in lines] == [width] * len(lines), \
+                f"{path}, cell {index}: a table row with the wrong number of cells"
