@@ -185,7 +185,7 @@ def entropy(p, axis=-1):
         nonzero = work != 0  # 0 log 0 = 0; a NaN entry makes the entropy NaN
         safe = torch.where(nonzero, work, torch.ones_like(work))
         terms = torch.where(nonzero, work * torch.log(safe), torch.zeros_like(work))
-        return to_output(-terms.sum(axis), out_dtype)
+        return to_output(0.0 - terms.sum(axis), out_dtype)  # 0.0 - 0.0 is +0, not -0
     axis = normalize_numpy_axis(axis, work.ndim)
     if np.any(work < 0):
         raise ValueError("p must be non-negative (a probability vector), got a negative entry")
@@ -193,7 +193,7 @@ def entropy(p, axis=-1):
         raise ValueError("p must be finite (a probability vector), got an infinite entry")
     nonzero = work != 0
     terms = np.where(nonzero, work * np.log(np.where(nonzero, work, 1.0)), 0.0)
-    return to_output(-np.sum(terms, axis=axis), out_dtype)
+    return to_output(0.0 - np.sum(terms, axis=axis), out_dtype)  # a certain outcome: +0, not -0
 
 
 # --------------------------------------------------------------------------------------

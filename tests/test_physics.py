@@ -113,6 +113,14 @@ def test_entropy_treats_zero_log_zero_as_zero():
     np.testing.assert_allclose(entropy(p.T, axis=0), scipy.stats.entropy(p.T, axis=0), rtol=1e-14)
 
 
+def test_a_certain_outcome_has_entropy_plus_zero_as_scipy_gives_it():
+    # -(0.0) would print as -0.0; scipy.stats.entropy gives +0.0 for a one-hot vector
+    for p in ([1.0, 0.0], [[0.0, 1.0, 0.0]], torch.tensor([0.0, 1.0]), np.array([1.0], np.float32)):
+        s = entropy(p)
+        assert s == 0 and not np.signbit(np.asarray(s)).any()
+    assert not np.signbit(scipy.stats.entropy([1.0, 0.0]))
+
+
 def test_entropy_gradient_is_finite_at_zero_probability():
     p = torch.tensor([0.0, 0.25, 0.75], dtype=torch.float64, requires_grad=True)
     entropy(p).backward()
