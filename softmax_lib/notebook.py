@@ -10,14 +10,19 @@ table, which the website renders as a real table.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Sequence
 
 import numpy as np
 
+from ._array import check_positive_int
 from .plotting import use_book_style
 
-__all__ = ["setup", "glue", "table", "markdown_table", "in_colab"]
+__all__ = ["setup", "glue", "table", "markdown_table", "in_colab", "GLUE_DIGITS"]
+
+#: Significant digits a glued float keeps (see :func:`glue`).
+GLUE_DIGITS = 8
 
 
 def in_colab() -> bool:
@@ -54,21 +59,30 @@ def _inline_figures() -> None:
         ip.run_line_magic("matplotlib", "inline")
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
-    """Make ``value`` available to the prose as ``{glue:text}`name```; returns it.
+def glue(name: str, value: Any, display: bool = False, *, digits: int | None = GLUE_DIGITS) -> None:
+    """Make ``value`` available to the prose as ``{glue:text}`name```.
 
     Uses ``myst_nb.glue`` when MyST-NB is importable, and is a no-op otherwise.
     NumPy scalars are turned into Python numbers first, so the glued text is
-    ``0.0025`` rather than ``np.float64(0.0025)``.
+    ``0.0025`` rather than ``np.float64(0.0025)``.  A float is glued rounded to
+    ``digits`` significant digits (``None``: as computed): the prose shows at most
+    a few, and the last bits of a float64 result differ between processors (NumPy's
+    ``exp`` and the BLAS take other code paths with AVX2 than with AVX-512), so
+    the stored record, which the notebook tests compare, would otherwise depend on
+    the machine that ran the notebook.  Returns nothing, so a cell that ends with
+    ``glue`` shows no stray output.
     """
     if isinstance(value, np.generic):
         value = value.item()
+    if digits is not None:
+        check_positive_int(digits, "digits")
+        if isinstance(value, float) and math.isfinite(value):
+            value = float(f"{value:.{digits}g}")
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value
 
 
 def markdown_table(rows: Sequence[Sequence[Any]], columns: Sequence[str], *, floatfmt: str = "{:.6g}") -> str:
