@@ -570,6 +570,8 @@ def online_softmax(x, axis=-1, *, block_size=1024):
         axis = check_torch_dim(axis, work.ndim)
     else:
         axes = normalize_numpy_axis(axis, work.ndim)
+        if not axes:  # axis=(): every entry is a slice of its own, nothing to stream
+            return softmax(x, axis=axis)
         if len(axes) != 1:  # several axes (or None): stream over them as one flattened axis
             k = len(axes)
             moved = np.moveaxis(work, axes, range(-k, 0))

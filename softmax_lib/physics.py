@@ -25,6 +25,7 @@ Gumbel-softmax of Chapter 7).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable
 
@@ -158,9 +159,12 @@ def heat_capacity(energies, temperature=1.0, axis=-1):
     """
     work, out_dtype, axis, temperature = _energies(energies, temperature, axis)
     p = softmax(-work, axis=axis, temperature=temperature)
-    u = _sum(_weighted(p, work), axis, keepdims=True)
-    centred = (work - u) / temperature  # in units of T: T**2 is never formed
-    return to_output(_sum(_weighted(p, centred * centred), axis), out_dtype)
+    # A state of probability 0 may lie so far from U that its (E - U)^2 / T^2
+    # overflows; _weighted drops it, so NumPy need not warn about it.
+    with contextlib.nullcontext() if is_torch(work) else np.errstate(over="ignore", invalid="ignore"):
+        u = _sum(_weighted(p, work), axis, keepdims=True)
+        centred = (work - u) / temperature  # in units of T: T**2 is never formed
+        return to_output(_sum(_weighted(p, centred * centred), axis), out_dtype)
 
 
 def entropy(p, axis=-1):

@@ -576,6 +576,17 @@ def test_online_softmax_takes_the_same_axes_as_softmax(axis):
     assert np.allclose(got, scipy.special.softmax(x, axis=axis), rtol=1e-13, atol=0)
 
 
+def test_online_softmax_over_no_axis_normalises_each_entry_alone_as_scipy():
+    x = np.array([[0.0, 1.0, -np.inf], [2.0, np.nan, 5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # SciPy's own exp(-inf - -inf)
+        expected = scipy.special.softmax(np.where(np.isfinite(x), x, 0.0), axis=())
+    expected = np.where(np.isnan(x), np.nan, np.where(np.isneginf(x), 0.0, expected))
+    got = online_softmax(x, axis=(), block_size=2)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, softmax(x, axis=()))
+
+
 def test_online_softmax_of_a_scalar_is_a_scalar_as_softmax():
     assert online_softmax(3.0, axis=None) == softmax(3.0, axis=None) == 1.0
     t = torch.tensor(3.0)

@@ -288,6 +288,27 @@ def test_heat_capacity_depends_only_on_energy_over_temperature(scale):
     assert math.isclose(float(got_t), expected, rel_tol=1e-14)
 
 
+@pytest.mark.parametrize("energies, temperature", [
+    ([0.0, 1.0], 1e-160),  # the frozen limit: (E - U) / T of the empty state overflows when squared
+    ([0.0, 1e155], 1.0),
+    ([0.0, 1e200], 1e-200),  # (E - U) / T overflows
+    ([1e308, -1e308], 1.0),  # E - U overflows
+])
+def test_heat_capacity_of_a_frozen_system_is_zero_without_overflow_warnings(energies, temperature):
+    # Var(E) / T^2 in 60 digits: the excited state's probability e^(-dE/T) is far below
+    # the smallest float64, so C rounds to 0; no warning may escape (pyproject: error)
+    with mpmath.workdps(60):
+        e = [mpmath.mpf(v) for v in energies]
+        t = mpmath.mpf(temperature)
+        w = [mpmath.exp(-(v - min(e)) / t) for v in e]
+        p = [x / sum(w) for x in w]
+        u = sum(pi * v for pi, v in zip(p, e))
+        exact = float(sum(pi * ((v - u) / t) ** 2 for pi, v in zip(p, e)))
+    assert exact == 0.0
+    assert heat_capacity(energies, temperature) == exact
+    assert float(heat_capacity(torch.tensor(energies, dtype=torch.float64), temperature)) == exact
+
+
 def test_heat_capacity_float32_at_si_scale():
     energies = np.array([0.0, 1.0], dtype=np.float32) * np.float32(1e-21)  # joules
     got = heat_capacity(energies, 1e-21)
