@@ -106,6 +106,28 @@ def test_minus_inf_entries_are_zero_and_fully_masked_row_is_zero_not_nan(method)
 
 
 @pytest.mark.parametrize("method", ["fused", *LONG_METHODS])
+def test_finite_logits_beyond_float32_max_over_log2e_are_not_nan(method):
+    # x * log2(e) overflows float32 above 2.36e38; softmax itself does not care
+    x = torch.tensor([[3e38, 0.0, 1.0], [3e38, -3e38, 3e38], [-3e38, -3e38, -3e38],
+                      [3.4e38, 2.4e38, -1.0]], device=DEVICE)
+    y = kernels.softmax(x, method=method, block_size=None if method == "fused" else 1)
+    torch.testing.assert_close(y.double(), torch.softmax(x.double(), -1), atol=0.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["fused", *LONG_METHODS])
+@pytest.mark.parametrize("base", [1e2, 1e4, 1e6, 1.6e7])
+def test_error_does_not_grow_with_the_size_of_the_logits(method, base):
+    # Shift invariance: logits near `base` with gaps of a few units are exact float32
+    # numbers, and their softmax is that of the gaps; the error must stay at float32
+    # rounding, not grow with |max| (as x * log2(e) - m * log2(e) unfused does).
+    gaps = torch.tensor([0.0, -1.0, -3.0, -4.0, -2.0], dtype=torch.float64)
+    x = (base + gaps).to(torch.float32)
+    assert torch.equal(x.double() - base, gaps)  # the inputs are the exact gaps
+    y = kernels.softmax(x[None].to(DEVICE), method=method, block_size=None if method == "fused" else 2)
+    torch.testing.assert_close(y[0].double().cpu(), torch.softmax(gaps, -1), atol=0.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["fused", *LONG_METHODS])
 def test_plus_inf_entries_share_the_mass_and_nan_poisons_its_row(method):
     x = _logits((2, 20))
     x[0, 3] = x[0, 11] = math.inf

@@ -99,26 +99,28 @@ def exp_shifted(x, m):
 
 @triton.jit
 def row_shift(m):
-    """Per-row constants of the fast exponential ``exp2(x * log2(e) - shift)``.
+    """Per-row constants of the exponential ``exp2((x - shift) * log2(e))``.
 
-    Returns ``(shift, top)``: ``shift = m * log2(e)`` (0 for an empty row,
-    m = -inf, whose entries are all -inf and give exp2(-inf) = 0), and
-    ``top``, equal to m only when m is +inf (NaN otherwise, so ``x == top``
-    is never true for a finite row): the +inf entries of such a row get 1,
-    the rest 0 (the limit, as in the core)."""
-    shift = tl.where((m == float("-inf")) | (m == float("inf")), 0.0,
-                     m * 1.4426950408889634)
+    Returns ``(shift, top)``: ``shift = m``, or 0 for an empty row (m = -inf,
+    whose entries are all -inf and give exp2(-inf) = 0), and ``top``, equal
+    to m only when m is +inf (NaN otherwise, so ``x == top`` is never true for
+    a finite row).  In a row whose maximum is +inf the finite entries give
+    exp2(-inf) = 0 and the +inf entries 1: the limit, as in the core."""
+    shift = tl.where(m == float("-inf"), 0.0, m)
     top = tl.where(m == float("inf"), m, float("nan"))
     return shift, top
 
 
 @triton.jit
 def exp_rows(x, shift, top):
-    """exp(x - m) for a tile, from :func:`row_shift`'s per-row constants:
-    one fused multiply-add and one ``ex2`` per entry (the special-function
-    unit's instruction)."""
-    e = tl.math.exp2(x * 1.4426950408889634 - shift)
-    return tl.where(x == top, 1.0, tl.where(top == top, 0.0, e))
+    """exp(x - m) for a tile, from :func:`row_shift`'s per-row constants: a
+    subtraction, a multiply and one ``ex2`` per entry (the special-function
+    unit's instruction).  Subtracting first keeps every logit usable: the
+    shorter ``x * log2(e) - m * log2(e)`` (one fused multiply-add) overflows
+    to NaN for logits beyond 2.4e38, and where it is not fused (Triton's
+    interpreter) it rounds both products, an error that grows with |m|."""
+    e = tl.math.exp2((x - shift) * 1.4426950408889634)
+    return tl.where(x == top, 1.0, e)
 
 
 @triton.jit
