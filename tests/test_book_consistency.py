@@ -154,10 +154,15 @@ def test_each_exercise_has_a_hidden_solution_cell_with_an_assert(path):
     assert 3 <= solutions <= 5, f"{path}: {solutions} exercises with solutions (the template asks for 3 to 5)"
     statements = [c for c, nxt in zip(cells, cells[1:]) if c["cell_type"] == "markdown" and nxt["cell_type"] == "code"]
     assert len(statements) == solutions
-    numbered = {n for c in cells if c["cell_type"] == "markdown"
-                for n in re.findall(r"Exercise\s+(\d+)", _source(c))}
-    if numbered:
-        assert len(numbered) == solutions, f"{path}: exercises {sorted(numbered)} but {solutions} solution cells"
+    # every statement opens the same way: **Exercise 3.** or **Exercise 3 (a title).**
+    for number, statement in enumerate(statements, start=1):
+        heading = re.search(r"^\*\*Exercise (\d+)(?: \([^\n]+?\))?\.\*\* ", _source(statement), re.M)
+        assert heading, f"{path}: exercise {number} has no heading '**Exercise {number}.** ' or '**Exercise {number} (title).** '"
+        assert int(heading.group(1)) == number, f"{path}: exercise {heading.group(1)} where {number} was expected"
+    # the website labels a hidden cell's toggle "Show solution" (_config.yml): only
+    # solutions may be hidden
+    hidden = [c for c in _load(path)["cells"] if any(t.startswith("hide-") for t in _tags(c))]
+    assert len(hidden) == solutions, f"{path}: {len(hidden)} hidden cells, {solutions} of them solutions"
 
 
 @notebook

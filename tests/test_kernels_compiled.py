@@ -227,6 +227,20 @@ def test_sass_outline_keeps_the_named_opcodes_in_order_and_merges_runs():
     assert report.sass_outline(["MUFU"]) == [("MUFU", 4)]
 
 
+def test_register_use_names_the_cap_and_counts_the_spill_stores_in_the_machine_code():
+    def report(registers, sass, maxnreg=None):
+        return C.KernelReport(kernel="k", arch=90, num_warps=4, num_stages=1, constexprs={},
+                              registers=registers, stack_bytes=0, shared_bytes=0, ptx="",
+                              sass=sass, maxnreg=maxnreg)
+
+    fits = "        /*0000*/                   FMUL R4, R4, R5 ;\n"
+    spill = "        /*0010*/                   STL [R1+0x4], R6 ;\n"
+    assert report(127, fits).register_use() == "127"
+    assert report(128, fits, maxnreg=128).register_use() == "128 (cap 128)"
+    assert report(255, fits + spill).register_use() == "255, 1 spill store"
+    assert report(96, fits + spill * 3, maxnreg=96).register_use() == "96 (cap 96), 3 spill stores"
+
+
 #: Shared memory one program may use on a T4 (compute capability 7.5): 64 KiB.
 T4_SHARED_PER_PROGRAM = 65536
 

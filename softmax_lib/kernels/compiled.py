@@ -144,6 +144,17 @@ class KernelReport:
         forms = list(self.global_loads) + list(self.global_stores)
         return max([vector_bytes(f) for f in forms] + list(self.async_copy_bytes), default=0)
 
+    def register_use(self) -> str:
+        """Registers per thread as a table cell: ``"127"``; ``"128 (cap 128)"`` when it was
+        compiled with a cap; ``", 14 spill stores"`` added when registers did not fit."""
+        text = str(self.registers)
+        if self.maxnreg is not None:
+            text += f" (cap {self.maxnreg})"
+        spills = self.spill_stores
+        if spills:
+            text += f", {spills} spill store{'s' if spills != 1 else ''}"
+        return text
+
     def resident_programs(self, limits: dict | None = None) -> int:
         """Programs resident on one multiprocessor at once (default: compute capability 9.0)."""
         return resident_programs(self.registers, self.shared_bytes, self.num_warps, limits)

@@ -1,0 +1,84 @@
+"""The book's own Sphinx extensions under ``_ext/`` (no Sphinx build needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+typeset_numbers = _load("typeset_numbers")
+
+
+def _value(base: str, exponent: str | None) -> float:
+    """Read a typeset number back (the inverse the reader performs)."""
+    base = base.replace("\u2212", "-").replace(",", "")
+    if exponent is None:
+        return float(base)
+    exponent = int(exponent.replace("\u2212", "-"))
+    mantissa, _, ten = base.partition("\u00a0\u00d7\u00a0")
+    if not ten:  # "10" alone: a mantissa of exactly 1
+        mantissa, ten = ("-1" if mantissa.startswith("-") else "1"), mantissa.lstrip("-")
+    assert ten == "10"
+    return float(mantissa) * 10.0**exponent
+
+
+@pytest.mark.parametrize("value", [1.5e-5, -1.5e-5, 2.5e-300, 6.02e23, 1e20, 1e-7, 0.25, -0.31, 3.0, -1234.5])
+@pytest.mark.parametrize("spec", [".1e", ".2e", ".3g", "g", ".2f", ",.1f", ".0e", "E"])
+def test_glued_numbers_keep_their_value_when_typeset(value, spec):
+    text = format(value, spec)
+    base, exponent = typeset_numbers.typeset(text)
+    assert "e" not in base.lower() and "-" not in base and "+" not in (exponent or "")
+    assert _value(base, exponent) == pytest.approx(float(text.replace(",", "")), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.5e-05", ("1.5\u00a0\u00d7\u00a010", "\u22125")),
+        ("5.51e+15", ("5.51\u00a0\u00d7\u00a010", "15")),
+        ("1e+20", ("10", "20")),
+        ("1.0e-07", ("1.0\u00a0\u00d7\u00a010", "\u22127")),  # the stated digits stay
+        ("-0.25", ("\u22120.25", None)),
+        ("2.5e+00", ("2.5", None)),
+        ("12%", ("12%", None)),
+    ],
+)
+def test_scientific_notation_becomes_a_power_of_ten_and_hyphens_minus_signs(text, expected):
+    assert typeset_numbers.typeset(text) == expected
+
+
+@pytest.mark.parametrize("text", ["float32", "3.6.0", "inf", "-inf", "nan", "1e-05%", "N = 4", "e-5", "1.5e"])
+def test_text_that_is_not_one_number_is_left_alone(text):
+    assert typeset_numbers.typeset(text) == (text, None)
+
+
+def test_the_extension_rewrites_only_glued_text_in_a_doctree():
+    from docutils import nodes
+    from docutils.utils import new_document
+    from docutils.frontend import get_default_settings
+    from docutils.parsers.rst import Parser
+
+    document = new_document("test", get_default_settings(Parser))
+    paragraph = nodes.paragraph()
+    paragraph += nodes.Text("error -1.5e-05 and ")
+    paragraph += nodes.inline("1.5e-05", "1.5e-05", classes=["pasted-text"])
+    paragraph += nodes.Text(" and ")
+    paragraph += nodes.inline("float32", "float32", classes=["pasted-text"])
+    document += paragraph
+    typeset_numbers._typeset_glued(None, document, "test")
+    glued, word = [n for n in document.findall(nodes.inline)]
+    assert glued.astext() == "1.5\u00a0\u00d7\u00a010\u22125"
+    assert isinstance(glued.children[-1], nodes.superscript)
+    assert word.astext() == "float32" and len(word.children) == 1
+    assert paragraph.children[0].astext() == "error -1.5e-05 and "  # prose is not glue
