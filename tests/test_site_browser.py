@@ -5,7 +5,8 @@ other network access blocked (the site must work offline: no CDN). On every page
 the math is typeset by the self-hosted MathJax (no raw TeX left, no TeX errors),
 every image has loaded and has alt text (words, not a file name), the console shows
 no error, no request to the site fails, every internal link (and its #anchor)
-resolves, no code-cell input or output needs a sideways scrollbar at 1280 px,
+resolves, no code-cell input or output and no table needs a sideways scrollbar at
+1280 px, no glued number is left in Python's e-notation,
 nothing widens the page on a 390 px phone and no inline formula is cut off there,
 and each notebook page's Colab button opens that notebook from the repository in
 ``softmax_lib._meta``. The search page finds "logsumexp" and the theme switch turns
@@ -216,6 +217,14 @@ _WIDE_CODE_JS = """() => [...document.querySelectorAll('div.cell_input pre, div.
   .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
   .map(pre => [pre.scrollWidth, pre.innerText.split('\\n')
     .reduce((a, b) => (b.length > a.length ? b : a), '')])"""
+# A table wider than its column scrolls inside its box, hiding its last columns.
+_WIDE_TABLE_JS = """() => [...document.querySelectorAll('article table')]
+  .filter(t => t.offsetParent !== null && t.scrollWidth > t.parentElement.clientWidth + 1)
+  .map(t => [t.scrollWidth, t.parentElement.clientWidth,
+             [...t.querySelectorAll('th')].map(th => th.textContent.trim()).join(' | ').slice(0, 80)])"""
+# A number glued into the prose is typeset by _ext/typeset_numbers.py: no 1.9e-07 left.
+_RAW_GLUED_JS = r"""() => [...document.querySelectorAll('span.pasted-text')]
+  .map(s => s.textContent).filter(t => /\d[eE][+-]?\d|^-\d/.test(t.trim()))"""
 _MATH_JS = """() => ({
     containers: document.querySelectorAll('mjx-container').length,
     errors: Array.from(document.querySelectorAll('mjx-merror, [data-mjx-error]'))
@@ -330,6 +339,10 @@ def test_page_renders_offline_with_math_images_links_and_no_errors(page_and_reco
     # sizes code to fit) ...
     for width, line in page.evaluate(_WIDE_CODE_JS):
         problems.append(f"code cell scrolls sideways at 1280 px ({width} px): {line!r}")
+    for need, room, headings in page.evaluate(_WIDE_TABLE_JS):
+        problems.append(f"table scrolls sideways at 1280 px ({need} px in {room}): {headings!r}")
+    for glued in page.evaluate(_RAW_GLUED_JS):
+        problems.append(f"glued number not typeset (e-notation or a hyphen for minus): {glued!r}")
     for need, room, scale, formula in page.evaluate(_WIDE_DISPLAY_MATH_JS):
         if need > room + 1 or scale != "1":  # fits at full size (and fit_math.js ran)
             problems.append(f"at 1280 px display math needs {need} px of {room} (scale {scale}): {formula!r}")
