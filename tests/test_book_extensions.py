@@ -82,3 +82,43 @@ def test_the_extension_rewrites_only_glued_text_in_a_doctree():
     assert isinstance(glued.children[-1], nodes.superscript)
     assert word.astext() == "float32" and len(word.children) == 1
     assert paragraph.children[0].astext() == "error -1.5e-05 and "  # prose is not glue
+
+
+bib_style = _load("bib_style")
+
+
+def _bibliography(bibtex: str | None = None):
+    from pybtex.database import parse_file, parse_string
+    from pybtex.plugin import find_plugin
+
+    db = parse_string(bibtex, "bibtex") if bibtex else parse_file(ROOT / "references.bib")
+    style = find_plugin("pybtex.style.formatting", "book")()
+    return db, list(style.format_bibliography(db))
+
+
+def test_the_bibliography_is_labelled_by_first_author_and_year_in_label_order():
+    db, entries = _bibliography()
+    labels = [e.label for e in entries]
+    assert len(set(labels)) == len(labels) == len(db.entries)
+    assert labels == sorted(labels, key=str.casefold)
+    for formatted in entries:
+        entry = db.entries[formatted.key]
+        first = entry.persons["author"][0]
+        assert formatted.label.startswith(bib_style._plain(" ".join(first.prelast_names + first.last_names)))
+        assert formatted.label.endswith(", " + entry.fields["year"])
+        n = len(entry.persons["author"])
+        assert (" et al., " in formatted.label) == (n > 2) and (" and " in formatted.label) == (n == 2)
+
+
+def test_titles_keep_their_capitals_and_a_shared_label_gets_a_letter():
+    _, entries = _bibliography("""
+        @article{a, author = {Ada Lovelace and Charles Babbage}, title = {Notes on the Engine: A Sketch},
+                 journal = {J}, year = {1843}}
+        @article{b, author = {Ada Lovelace and Charles Babbage}, title = {Attention Is All You Need},
+                 journal = {J}, year = {1843}}
+        @misc{c, author = {{IEEE Computer Society}}, title = {{IEEE} Standard}, year = {2019}}
+    """)
+    text = {e.key: e.text.render_as("text") for e in entries}
+    assert "Attention Is All You Need." in text["b"] and "Notes on the Engine: A Sketch." in text["a"]
+    assert [e.label for e in entries] == ["IEEE Computer Society, 2019", "Lovelace and Babbage, 1843a",
+                                          "Lovelace and Babbage, 1843b"]
