@@ -122,3 +122,29 @@ def test_titles_keep_their_capitals_and_a_shared_label_gets_a_letter():
     assert "Attention Is All You Need." in text["b"] and "Notes on the Engine: A Sketch." in text["a"]
     assert [e.label for e in entries] == ["IEEE Computer Society, 2019", "Lovelace and Babbage, 1843a",
                                           "Lovelace and Babbage, 1843b"]
+
+
+math_punctuation = _load("math_punctuation")
+
+
+def test_punctuation_touching_inline_math_is_kept_on_its_line():
+    from docutils import nodes
+    from docutils.frontend import get_default_settings
+    from docutils.parsers.rst import Parser
+    from docutils.utils import new_document
+
+    document = new_document("test", get_default_settings(Parser))
+    paragraph = nodes.paragraph()
+    for node in (nodes.Text("where ("), nodes.math("x", "x"), nodes.Text("), then "),
+                 nodes.math("y", "y"), nodes.Text(" and "), nodes.math("z", "z"), nodes.Text(".")):
+        paragraph += node
+    document += paragraph
+    before = paragraph.astext()
+    math_punctuation._keep_together(None, document, "test")
+    math_punctuation._keep_together(None, document, "test")  # a second pass changes nothing
+    assert paragraph.astext() == before  # no character lost, doubled or moved
+    groups = [n for n in paragraph.children if isinstance(n, nodes.inline)]
+    assert [g.astext() for g in groups] == ["(x),", "z."]
+    assert all("nobreak" in g["classes"] for g in groups)
+    assert isinstance(paragraph.children[2], nodes.Text) and paragraph.children[2].astext() == " then "
+    assert isinstance(paragraph.children[3], nodes.math)  # y touches no punctuation
