@@ -169,17 +169,23 @@ def cooperative_tuning(tuning, keys=("forward:float32", "forward:bfloat16", "bac
     keys = [key for key in keys if key in tuning["measured"]]
     if not keys:
         raise ValueError("the tuning file holds none of the keys asked for")
-    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 3.4), sharey=True,
+    # two panels to a row, 7.4 in wide: the book's figures fit its text column
+    cols = min(2, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.4, 3.2 * rows), sharey=True,
                              squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax in axes.flat[len(keys):]:
+        ax.remove()
+    for ax, key in zip(axes.flat, keys):
         for prefetch, color, style in ((False, PALETTE[1], "s--"), (True, PALETTE[0], "o-")):
             best = _best_fractions(tuning["measured"][key], prefetch)
             ax.plot(list(best), list(best.values()), style, color=color, ms=4,
                     label="best with prefetch" if prefetch else "best without")
         ax.set_xscale("log", base=2)
         ax.set(xlabel="row length N", title=key.replace(":", ", "), ylim=(0, 1.05))
-    axes[0, 0].set_ylabel("fraction of copy bandwidth")
-    axes[0, 0].legend(fontsize=8, loc="lower left")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction of copy bandwidth")
+    axes[0, 0].legend(loc="lower left")
     gpu = tuning.get("provenance", {}).get("gpu", "a GPU")
     fig.suptitle(f"Cooperative kernel settings on {gpu}")
     return fig

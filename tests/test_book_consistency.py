@@ -13,9 +13,11 @@ contents, one bibliography.
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import re
+import struct
 import tomllib
 
 import pytest
@@ -212,6 +214,27 @@ def test_code_and_printed_lines_fit_the_column(path):
         if len(line) > LINE_LIMIT
     ]
     assert not long, f"{path}: lines over {LINE_LIMIT} characters:\n" + "\n".join(long)
+
+
+#: Widest stored figure, in pixels.  The website's text column is 688 px wide and
+#: figures are drawn at 100 dpi, so a figure wider than 7.6 in is shown below 90 % of
+#: its size; at 10 in its 10 pt labels came out 6 to 8 px tall.
+FIGURE_WIDTH_LIMIT = 760
+
+
+@notebook
+def test_every_figure_fits_the_text_column(path):
+    wide = []
+    for i, cell in enumerate(_load(path)["cells"]):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                header = base64.b64decode(png[:44])  # the IHDR chunk: width, height
+                assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path}: cell {i} image/png is not a PNG"
+                width, height = struct.unpack(">II", header[16:24])
+                if width > FIGURE_WIDTH_LIMIT:
+                    wide.append(f"cell {i}: {width} x {height} px")
+    assert not wide, f"{path}: figures wider than {FIGURE_WIDTH_LIMIT} px (make them at most 7.6 in wide):\n" + "\n".join(wide)
 
 
 @notebook

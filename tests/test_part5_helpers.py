@@ -61,6 +61,21 @@ def test_cooperative_tuning_draws_one_panel_per_stored_key_with_the_best_lines()
         plt.close(fig)
 
 
+@pytest.mark.parametrize("n_keys", [1, 2, 3, 4])
+def test_cooperative_tuning_fits_the_text_column_two_panels_to_a_row(n_keys):
+    keys = ("forward:float32", "forward:bfloat16", "backward:float32", "backward:bfloat16")
+    rows = [_setting(8192, 4, False, {65536: 0.5})]
+    fig = plotting.cooperative_tuning({"measured": {key: rows for key in keys[:n_keys]}})
+    try:
+        width, height = fig.get_size_inches()
+        assert width <= 7.6  # tests/test_book_consistency.py: FIGURE_WIDTH_LIMIT at 100 dpi
+        assert [ax.get_title() for ax in fig.axes] == [k.replace(":", ", ") for k in keys[:n_keys]]
+        columns = {round(ax.get_position().x0, 3) for ax in fig.axes}
+        assert len(columns) == min(2, n_keys)
+    finally:
+        plt.close(fig)
+
+
 def test_cooperative_tuning_refuses_a_file_without_the_keys():
     with pytest.raises(ValueError, match="none of the keys"):
         plotting.cooperative_tuning({"measured": {"forward:float16": []}})
