@@ -5,7 +5,8 @@ line on either side of such a box, so "where $x_t$, the ..." could end one line 
 the formula and start the next with the comma.  After the document is resolved, an
 inline formula and the punctuation that touches it (a closing mark right after it, an
 opening bracket or quote right before it) are wrapped together in
-``<span class="nobreak">``, which ``_css/book.css`` keeps on one line.
+``<span class="nobreak">``, which ``_css/book.css`` keeps on one line; so is a formula
+ending in a relation and the number glued after it ("$T =$ 2.06").
 """
 
 from __future__ import annotations
@@ -18,7 +19,37 @@ _AFTER = re.compile(r"^[,.;:!?)\]\u2019\u201d'\"]+")
 _BEFORE = re.compile(r"[(\[\u2018\u201c]+$")
 
 
+# a formula that ends in a relation, "$T =$ {glue}" or "($x_i <$ {glue})", stays with
+# the number glued after it
+_RELATION = re.compile(r"(=|<|>|\\le|\\ge|\\leq|\\geq|\\approx|\\sim|\\ne|\\neq)\s*$")
+
+
+def _glued(node) -> bool:
+    return isinstance(node, nodes.inline) and "pasted-text" in node["classes"]
+
+
+def _keep_relation_with_number(doctree):
+    for math in list(doctree.findall(nodes.math)):
+        parent = math.parent
+        if parent is None or not _RELATION.search(math.astext()):
+            continue
+        index = parent.index(math)
+        if index + 2 >= len(parent):
+            continue
+        space, number = parent[index + 1], parent[index + 2]
+        if not (isinstance(space, nodes.Text) and space.astext() == " " and _glued(number)):
+            continue
+        group = nodes.inline(classes=["nobreak"])
+        group += [math.deepcopy(), nodes.Text(" "), number.deepcopy()]
+        parent[index:index + 3] = [group]
+
+
 def _keep_together(app, doctree, docname):
+    _keep_relation_with_number(doctree)
+    _keep_punctuation(doctree)
+
+
+def _keep_punctuation(doctree):
     for math in list(doctree.findall(nodes.math)):
         parent = math.parent
         if parent is None or isinstance(parent, nodes.inline) and "nobreak" in parent["classes"]:

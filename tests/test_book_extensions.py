@@ -148,3 +148,58 @@ def test_punctuation_touching_inline_math_is_kept_on_its_line():
     assert all("nobreak" in g["classes"] for g in groups)
     assert isinstance(paragraph.children[2], nodes.Text) and paragraph.children[2].astext() == " then "
     assert isinstance(paragraph.children[3], nodes.math)  # y touches no punctuation
+
+
+def _document(*children):
+    from docutils.frontend import get_default_settings
+    from docutils.parsers.rst import Parser
+    from docutils.utils import new_document
+
+    document = new_document("test", get_default_settings(Parser))
+    for child in children:
+        document += child
+    return document
+
+
+def test_a_table_cell_that_is_one_number_is_typeset_and_other_cells_are_not():
+    from docutils import nodes
+
+    def row(*texts):
+        r = nodes.row()
+        for text in texts:
+            entry = nodes.entry()
+            entry += nodes.paragraph(text, text)
+            r += entry
+        return r
+
+    body = nodes.tbody()
+    body += row("4.94066e-324", "-745.133", "float8_e5m2", "1,024", "0, 4.941e-324", "1.798e+308, inf",
+                "2 or 3, 1e-05")
+    code = nodes.entry()
+    code += nodes.paragraph("", "", nodes.literal("-1e-05", "-1e-05"))
+    body[0] += code
+    document = _document(body)
+    typeset_numbers._typeset_glued(None, document, "test")
+    cells = [entry.astext() for entry in document.findall(nodes.entry)]
+    assert cells == ["4.94066\u00a0\u00d7\u00a010\u2212324", "\u2212745.133", "float8_e5m2", "1,024",
+                     "0, 4.941\u00a0\u00d7\u00a010\u2212324", "1.798\u00a0\u00d7\u00a010308, inf",
+                     "2 or 3, 1e-05",  # not a list of numbers: left alone
+                     "-1e-05"]  # code is code
+    numbers = [n for n in document.findall(nodes.inline) if "typeset-number" in n["classes"]]
+    assert len(numbers) == 6 and isinstance(numbers[0].children[-1], nodes.superscript)
+
+
+def test_a_formula_ending_in_a_relation_keeps_the_glued_number_after_it():
+    from docutils import nodes
+
+    paragraph = nodes.paragraph()
+    for node in (nodes.Text("The fitted temperature "), nodes.math("T =", "T ="), nodes.Text(" "),
+                 nodes.inline("2.06", "2.06", classes=["pasted-text"]), nodes.Text(" and "),
+                 nodes.math("x", "x"), nodes.Text(" "), nodes.inline("3", "3", classes=["pasted-text"])):
+        paragraph += node
+    document = _document(paragraph)
+    before = paragraph.astext()
+    math_punctuation._keep_together(None, document, "test")
+    assert paragraph.astext() == before
+    groups = [n for n in paragraph.children if isinstance(n, nodes.inline) and "nobreak" in n["classes"]]
+    assert [g.astext() for g in groups] == ["T = 2.06"]  # x is no relation: left alone
