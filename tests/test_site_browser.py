@@ -9,8 +9,8 @@ resolves, no code-cell input or output and no table needs a sideways scrollbar a
 1280 px, no glued number is left in Python's e-notation,
 nothing widens the page on a 390 px phone and no inline formula is cut off there,
 and each notebook page's Colab button opens that notebook from the repository in
-``softmax_lib._meta``. The search page finds "logsumexp" and the theme switch turns
-dark mode on and off. A screenshot of each page is saved under
+``softmax_lib._meta``. The search page finds "logsumexp", the theme switch turns
+dark mode on and off, and the page's Contents marks the section being read. A screenshot of each page is saved under
 ``_build/screenshots/``.
 
     make test-browser                                    # after make test-book
@@ -447,4 +447,39 @@ def test_theme_switch_toggles_dark_mode(page_and_recorder, base_url):
     # the choice is remembered on the next page
     page.goto(base_url + "search.html", wait_until="load")
     assert page.evaluate("() => document.documentElement.dataset.theme") == themes[-1]
+    assert not recorder.console_errors, recorder.console_errors
+
+
+def test_contents_marks_the_section_being_read_after_scrolling_up_into_a_long_one(page_and_recorder, base_url):
+    """_css/toc_spy.js: the theme only moves the mark when a heading enters the top of
+    the window, so scrolling up into the middle of a long section left it on the next."""
+    page, recorder = page_and_recorder
+    chapter = "chapters/08_fused_softmax/fused_softmax.html"
+    if chapter not in PAGES:
+        pytest.skip(f"no {chapter} in the built site")
+    page.goto(base_url + chapter, wait_until="load")
+    _wait_for_mathjax(page)
+    # the tallest section listed in Contents, and the one after it
+    tall, after = page.evaluate("""() => {
+        const ids = [...document.querySelectorAll('#pst-page-toc-nav a.nav-link[href^="#"]')]
+            .map(a => decodeURIComponent(a.hash.slice(1)));
+        const height = id => document.getElementById(id).getBoundingClientRect().height;
+        const toplevel = ids.filter(id => document.getElementById(id).parentElement.closest('section')
+                                          === document.getElementById(ids[0]).parentElement.closest('section'));
+        let best = 0;
+        toplevel.forEach((id, i) => { if (i + 1 < toplevel.length && height(id) > height(toplevel[best])) best = i; });
+        return [toplevel[best], toplevel[best + 1]];
+    }""")
+    assert page.evaluate("id => document.getElementById(id).getBoundingClientRect().height", tall) > 3 * 900
+    # down to the next section's heading, then back up into the middle of the tall one
+    page.evaluate("id => window.scrollTo(0, document.getElementById(id).getBoundingClientRect().top"
+                  " + window.scrollY - 100)", after)
+    page.wait_for_timeout(400)
+    page.evaluate("id => { const r = document.getElementById(id).getBoundingClientRect();"
+                  " window.scrollTo(0, r.top + window.scrollY + r.height / 2); }", tall)
+    page.wait_for_timeout(400)
+    active = page.eval_on_selector_all("#pst-page-toc-nav a.nav-link.active",
+                                       "els => els.map(a => decodeURIComponent(a.hash.slice(1)))")
+    page.screenshot(path=str(_screenshot_name(chapter, "--contents-mark")))
+    assert active and active[-1] == tall, f"Contents marks {active}, the reader is in #{tall}"
     assert not recorder.console_errors, recorder.console_errors
