@@ -4,10 +4,10 @@ The chapters cite author-year ("Bridle (1990)", sphinxcontrib-bibtex's
 ``author_year`` reference style), so the bibliography is labelled the same way,
 ``[Bridle, 1990]``, ``[Vaswani et al., 2017]``, instead of pybtex's numbers, which a
 reader cannot match to an author-year citation, and sorted by those labels.  Two
-more changes to pybtex's ``plain`` style: titles keep
-the capitals they are written with (``plain`` lower-cases every word after the first,
-so "Attention Is All You Need" lost its capitals and a subtitle after a colon began in
-lower case), and a work with no author or editor is labelled by its publisher.
+more changes to pybtex's ``plain`` style: titles keep the capitals they are written
+with (``plain`` lower-cases every word after the first, so "Attention Is All You Need"
+lost its capitals and a subtitle after a colon began in lower case), and a work with
+no author or editor is labelled by its publisher.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ class AuthorYearLabels(BaseLabelStyle):
     """Author-year labels; the same label twice becomes ``2022a``, ``2022b``."""
 
     def format_labels(self, sorted_entries):
-        sorted_entries = list(sorted_entries)
         labels = [author_year(e) for e in sorted_entries]
         repeated = Counter(labels)
         seen: Counter = Counter()
