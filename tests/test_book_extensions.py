@@ -20,6 +20,17 @@ def _load(name: str):
 typeset_numbers = _load("typeset_numbers")
 
 
+def _document(*children):
+    from docutils.frontend import get_default_settings
+    from docutils.parsers.rst import Parser
+    from docutils.utils import new_document
+
+    document = new_document("test", get_default_settings(Parser))
+    for child in children:
+        document += child
+    return document
+
+
 def _value(base: str, exponent: str | None) -> float:
     """Read a typeset number back (the inverse the reader performs)."""
     base = base.replace("\u2212", "-").replace(",", "")
@@ -65,17 +76,13 @@ def test_text_that_is_not_one_number_is_left_alone(text):
 
 def test_the_extension_rewrites_only_glued_text_in_a_doctree():
     from docutils import nodes
-    from docutils.utils import new_document
-    from docutils.frontend import get_default_settings
-    from docutils.parsers.rst import Parser
 
-    document = new_document("test", get_default_settings(Parser))
     paragraph = nodes.paragraph()
     paragraph += nodes.Text("error -1.5e-05 and ")
     paragraph += nodes.inline("1.5e-05", "1.5e-05", classes=["pasted-text"])
     paragraph += nodes.Text(" and ")
     paragraph += nodes.inline("float32", "float32", classes=["pasted-text"])
-    document += paragraph
+    document = _document(paragraph)
     typeset_numbers._typeset_glued(None, document, "test")
     glued, word = [n for n in document.findall(nodes.inline)]
     assert glued.astext() == "1.5\u00a0\u00d7\u00a010\u22125"
@@ -129,16 +136,12 @@ math_punctuation = _load("math_punctuation")
 
 def test_punctuation_touching_inline_math_is_kept_on_its_line():
     from docutils import nodes
-    from docutils.frontend import get_default_settings
-    from docutils.parsers.rst import Parser
-    from docutils.utils import new_document
 
-    document = new_document("test", get_default_settings(Parser))
     paragraph = nodes.paragraph()
     for node in (nodes.Text("where ("), nodes.math("x", "x"), nodes.Text("), then "),
                  nodes.math("y", "y"), nodes.Text(" and "), nodes.math("z", "z"), nodes.Text(".")):
         paragraph += node
-    document += paragraph
+    document = _document(paragraph)
     before = paragraph.astext()
     math_punctuation._keep_together(None, document, "test")
     math_punctuation._keep_together(None, document, "test")  # a second pass changes nothing
@@ -148,17 +151,6 @@ def test_punctuation_touching_inline_math_is_kept_on_its_line():
     assert all("nobreak" in g["classes"] for g in groups)
     assert isinstance(paragraph.children[2], nodes.Text) and paragraph.children[2].astext() == " then "
     assert isinstance(paragraph.children[3], nodes.math)  # y touches no punctuation
-
-
-def _document(*children):
-    from docutils.frontend import get_default_settings
-    from docutils.parsers.rst import Parser
-    from docutils.utils import new_document
-
-    document = new_document("test", get_default_settings(Parser))
-    for child in children:
-        document += child
-    return document
 
 
 def test_a_table_cell_that_is_one_number_is_typeset_and_other_cells_are_not():
